@@ -1,0 +1,80 @@
+"""Engines and the few dialect-aware statements the pipeline needs.
+
+SQLite and PostgreSQL both support ``INSERT ... ON CONFLICT``; the helpers here pick
+the dialect's insert construct so that callers write one statement for both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+
+__all__ = ["engine_for", "insert_ignore", "upsert", "dialect_insert"]
+
+
+def engine_for(url: str) -> Engine:
+    """An engine for a warehouse or source URL.
+
+    SQLite files get WAL and a busy timeout, so that parallel Airflow tasks and the
+    delivery DAG can read while a night writes; their folder is created if missing.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True, future=True)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, future=True, connect_args={"timeout": 60})
+    event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=60000")
+    cursor.close()
+
+
+def dialect_insert(conn: Connection, table: Table) -> Any:
+    """The dialect's ``insert`` construct, which knows ``on_conflict_*``."""
+    name = conn.dialect.name
+    if name == "postgresql":
+        return postgresql.insert(table)
+    if name == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"warehouse dialect {name!r} is not supported (use SQLite or PostgreSQL)")
+
+
+def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict], conflict: Iterable[str]) -> int:
+    """Insert rows, silently keeping the existing row on a key conflict.
+
+    Returns the number of rows actually inserted. This is what makes the outbox and
+    the quarantine safe against re-runs and racing runs: the database decides.
+    """
+    if not rows:
+        return 0
+    stmt = dialect_insert(conn, table).on_conflict_do_nothing(index_elements=list(conflict))
+    result = conn.execute(stmt, list(rows))
+    return max(result.rowcount, 0)
+
+
+def upsert(
+    conn: Connection, table: Table, rows: Sequence[dict], key: str, version: str = "updated_at"
+) -> None:
+    """Insert or update rows by ``key``, never replacing a newer version with an older one."""
+    if not rows:
+        return
+    stmt = dialect_insert(conn, table)
+    columns = [c.name for c in table.columns if c.name != key]
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[key],
+        set_={name: stmt.excluded[name] for name in columns},
+        where=stmt.excluded[version] >= table.c[version],
+    )
+    conn.execute(stmt, list(rows))

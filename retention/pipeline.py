@@ -1,0 +1,215 @@
+"""The nightly chain as plain functions: what the DAG tasks and the CLI both call.
+
+Each stage takes the settings, the night and a run id, records itself in the run
+log (stage, status, counts) and returns its counts, small enough for an XCom.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import cache
+
+from sqlalchemy import Engine, select
+
+from retention import schema
+from retention.db import engine_for
+from retention.extract import extract
+from retention.mailer import SmtpConfig, deliver
+from retention.migrate import upgrade
+from retention.night import Night
+from retention.occasions import detect
+from retention.outbox import fill
+from retention.settings import Settings
+from retention.sqlmodels import materialize
+from retention.unsubscribe import secret_from_env
+
+__all__ = [
+    "QualityError",
+    "stage_migrate",
+    "stage_extract",
+    "stage_quality",
+    "stage_facts",
+    "stage_occasions",
+    "stage_render",
+    "stage_deliver",
+    "run_night",
+    "NIGHT_STAGES",
+]
+
+log = logging.getLogger(__name__)
+
+
+class QualityError(RuntimeError):
+    """Too many bad rows in a night: the message names table, rule and counts."""
+
+
+@cache
+def warehouse_engine(url: str) -> Engine:
+    return engine_for(url)
+
+
+@contextmanager
+def _stage(settings: Settings, night: Night, run_id: str, stage: str) -> Iterator[dict]:
+    """Record a stage in the run log; the body fills the yielded counts dict."""
+    engine = warehouse_engine(settings.warehouse)
+    counts: dict = {}
+    started = dt.datetime.now(dt.UTC).replace(tzinfo=None)  # audit only, never a business input
+    status, message = "ok", None
+    try:
+        yield counts
+    except Exception as exc:
+        status, message = "failed", str(exc)[:2000]
+        raise
+    finally:
+        with engine.begin() as conn:
+            conn.execute(
+                schema.run_log.insert().values(
+                    run_id=run_id,
+                    night=night.date,
+                    stage=stage,
+                    status=status,
+                    counts=json.dumps(counts, default=str, sort_keys=True),
+                    message=message,
+                    started_at=started,
+                    finished_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
+                )
+            )
+
+
+def stage_migrate(settings: Settings) -> None:
+    """Bring the warehouse schema up to date (safe to call every night)."""
+    upgrade(warehouse_engine(settings.warehouse))
+
+
+def stage_extract(settings: Settings, night: Night, run_id: str, full_refresh: bool = False) -> dict:
+    with _stage(settings, night, run_id, "extract") as counts:
+        result = extract(
+            engine_for(settings.source),
+            warehouse_engine(settings.warehouse),
+            night,
+            run_id,
+            settings,
+            full_refresh=full_refresh,
+        )
+        counts.update(result.as_counts())
+    return counts
+
+
+def _latest_counts(engine: Engine, night: Night, stage: str) -> dict:
+    log_ = schema.run_log
+    query = (
+        select(log_.c.counts)
+        .where(log_.c.night == night.date, log_.c.stage == stage, log_.c.status == "ok")
+        .order_by(log_.c.run_log_id.desc())
+        .limit(1)
+    )
+    with engine.connect() as conn:
+        text = conn.execute(query).scalar()
+    return json.loads(text) if text else {}
+
+
+def stage_quality(settings: Settings, night: Night, run_id: str) -> dict:
+    """Fail when a table's share of bad rows passes the threshold; otherwise report the shares."""
+    with _stage(settings, night, run_id, "quality") as counts:
+        extracted = _latest_counts(warehouse_engine(settings.warehouse), night, "extract")
+        if not extracted:
+            raise QualityError(f"night {night}: no successful extract to check; run the extract first")
+        problems = []
+        for table, read in extracted["read"].items():
+            by_rule = extracted["quarantined_by_table"].get(table, {})
+            bad = sum(by_rule.values())
+            share = bad / max(read, settings.quarantine_min_rows)
+            counts[table] = {"read": read, "bad": bad, "share": round(share, 4)}
+            if share > settings.quarantine_max_share:
+                rules = ", ".join(f"{rule}={n}" for rule, n in sorted(by_rule.items()))
+                problems.append(
+                    f"{table}: {bad} of {read} rows quarantined ({share:.1%} > {settings.quarantine_max_share:.1%}): {rules}"
+                )
+        if problems:
+            raise QualityError(
+                f"night {night}: too many bad rows; see `retention quarantine`. " + "; ".join(problems)
+            )
+    return counts
+
+
+def stage_facts(settings: Settings, night: Night, run_id: str, full_rebuild: bool = False) -> dict:
+    """Recompute customer facts for the customers changed in the night (or all of them)."""
+    with _stage(settings, night, run_id, "facts") as counts:
+        facts = schema.customer_facts
+        engine = warehouse_engine(settings.warehouse)
+        with engine.begin() as conn:
+            changed = select(schema.changed_customers.c.customer_id).where(
+                schema.changed_customers.c.night == night.date
+            )
+            scope = None if full_rebuild else facts.c.customer_id.in_(changed)
+            counts["customers"] = materialize(
+                conn,
+                "marts/customer_facts",
+                facts,
+                {"night": night.date},
+                scope,
+                incremental=not full_rebuild,
+            )
+            counts["mode"] = "full" if full_rebuild else "incremental"
+        log.info("customer facts: %d customers recomputed (%s)", counts["customers"], counts["mode"])
+    return counts
+
+
+def stage_occasions(settings: Settings, night: Night, run_id: str) -> dict:
+    with _stage(settings, night, run_id, "occasions") as counts:
+        counts.update(detect(warehouse_engine(settings.warehouse), night))
+    return counts
+
+
+def stage_render(settings: Settings, night: Night, run_id: str, secret: bytes | None = None) -> dict:
+    with _stage(settings, night, run_id, "render") as counts:
+        counts.update(
+            fill(warehouse_engine(settings.warehouse), night, settings, secret or secret_from_env())
+        )
+    return counts
+
+
+def stage_deliver(
+    settings: Settings,
+    smtp: SmtpConfig,
+    until: dt.datetime,
+    *,
+    dry_run: bool = False,
+    secret: bytes | None = None,
+) -> dict:
+    """Send what is due by ``until`` (aware or naive UTC)."""
+    if until.tzinfo is not None:
+        until = until.astimezone(dt.UTC).replace(tzinfo=None)
+    return deliver(
+        warehouse_engine(settings.warehouse),
+        smtp,
+        until=until,
+        sender=settings.sender,
+        shop_url=settings.shop_url,
+        secret=secret or secret_from_env(),
+        dry_run=dry_run,
+    )
+
+
+#: The nightly chain in order, as (name, function) pairs taking (settings, night, run_id).
+NIGHT_STAGES: tuple[tuple[str, Callable[[Settings, Night, str], dict]], ...] = (
+    ("extract", stage_extract),
+    ("quality", stage_quality),
+    ("facts", stage_facts),
+    ("occasions", stage_occasions),
+    ("render", stage_render),
+)
+
+
+def run_night(settings: Settings, night: Night, run_id: str) -> dict[str, dict]:
+    """The whole nightly chain for one night, up to a filled outbox."""
+    stage_migrate(settings)
+    results = {}
+    for name, function in NIGHT_STAGES:
+        log.info("night %s: %s", night, name)
+        results[name] = function(settings, night, run_id)
+    return results

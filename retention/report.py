@@ -1,0 +1,124 @@
+"""What a night produced, for people (plain text) and for programs (``--json``).
+
+The JSON shape is a contract (DESIGN.md, "The command line"); keys are added, never
+renamed. ``tests/test_cli.py`` pins it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import defaultdict
+
+from sqlalchemy import Engine, func, select
+
+from retention import schema
+
+__all__ = ["latest_night", "night_report", "quarantine_report", "format_report"]
+
+
+def latest_night(engine: Engine) -> dt.date | None:
+    """The most recent night with a successful extract."""
+    log = schema.run_log
+    with engine.connect() as conn:
+        return conn.execute(
+            select(func.max(log.c.night)).where(log.c.stage == "extract", log.c.status == "ok")
+        ).scalar()
+
+
+def _stage_counts(conn, night: dt.date, stage: str) -> dict | None:
+    log = schema.run_log
+    text = conn.execute(
+        select(log.c.counts)
+        .where(log.c.night == night, log.c.stage == stage, log.c.status == "ok")
+        .order_by(log.c.run_log_id.desc())
+        .limit(1)
+    ).scalar()
+    return json.loads(text) if text else None
+
+
+def _grouped(conn, query) -> dict:
+    out: dict = defaultdict(dict)
+    for key, sub, n in conn.execute(query):
+        out[key][sub] = n
+    return {k: dict(sorted(v.items())) for k, v in sorted(out.items())}
+
+
+def night_report(engine: Engine, night: dt.date) -> dict:
+    """The report of one night in the documented JSON shape."""
+    report: dict = {"logical_date": night.isoformat()}
+    occ, box, facts = schema.occasions, schema.outbox, schema.customer_facts
+    with engine.connect() as conn:
+        extracted = _stage_counts(conn, night, "extract")
+        if extracted is not None:
+            report["extract"] = {"rows": extracted["rows"], "quarantined": extracted["quarantined"]}
+        if _stage_counts(conn, night, "facts") is not None:
+            customers = conn.execute(select(func.count()).select_from(facts)).scalar()
+            buyers = conn.execute(select(func.count()).select_from(facts).where(facts.c.orders > 0)).scalar()
+            report["segments"] = {"customers": customers, "buyers": buyers}
+        if _stage_counts(conn, night, "occasions") is not None:
+            report["occasions"] = _grouped(
+                conn,
+                select(occ.c.occasion, occ.c.language, func.count())
+                .where(occ.c.night == night, occ.c.status == "selected")
+                .group_by(occ.c.occasion, occ.c.language),
+            )
+            report["occasions_skipped"] = _grouped(
+                conn,
+                select(occ.c.occasion, occ.c.reason, func.count())
+                .where(occ.c.night == night, occ.c.status != "selected")
+                .group_by(occ.c.occasion, occ.c.reason),
+            )
+        if _stage_counts(conn, night, "render") is not None:
+            rows = conn.execute(
+                select(box.c.status, func.count()).where(box.c.night == night).group_by(box.c.status)
+            )
+            report["outbox"] = {status: n for status, n in sorted(rows)}
+    return report
+
+
+def quarantine_report(engine: Engine, rule: str | None = None, limit: int = 1000) -> dict:
+    """The held-back rows and why, newest night first."""
+    q = schema.quarantine
+    where = [q.c.rule == rule] if rule else []
+    with engine.connect() as conn:
+        by_rule = dict(
+            sorted(conn.execute(select(q.c.rule, func.count()).where(*where).group_by(q.c.rule)).all())
+        )
+        rows = conn.execute(
+            select(q.c.source_table, q.c.source_key, q.c.rule, q.c.detail, q.c.night, q.c.raw)
+            .where(*where)
+            .order_by(q.c.night.desc(), q.c.source_table, q.c.rule, q.c.source_key)
+            .limit(limit)
+        ).mappings()
+        listed = [
+            {
+                **{k: v for k, v in row.items() if k != "raw"},
+                "night": row["night"].isoformat(),
+                "raw": json.loads(row["raw"]),
+            }
+            for row in rows
+        ]
+    return {"total": sum(by_rule.values()), "by_rule": by_rule, "rows": listed}
+
+
+def format_report(report: dict) -> str:
+    """The report for people: one block per stage."""
+    lines = [f"Night {report['logical_date']}"]
+    if "extract" in report:
+        rows = ", ".join(f"{t} {n}" for t, n in report["extract"]["rows"].items())
+        bad = ", ".join(f"{r} {n}" for r, n in report["extract"]["quarantined"].items()) or "none"
+        lines += [f"  extracted:   {rows}", f"  quarantined: {bad}"]
+    if "segments" in report:
+        seg = report["segments"]
+        lines.append(f"  customers:   {seg['customers']} ({seg.get('buyers', 0)} have bought)")
+    if "occasions" in report:
+        for occasion, langs in report["occasions"].items():
+            detail = ", ".join(f"{lang} {n}" for lang, n in langs.items())
+            lines.append(f"  occasion {occasion}: {sum(langs.values())} ({detail})")
+        if not report["occasions"]:
+            lines.append("  occasions:   none")
+    if "outbox" in report:
+        box = ", ".join(f"{s} {n}" for s, n in report["outbox"].items()) or "empty"
+        lines.append(f"  outbox:      {box}")
+    return "\n".join(lines)

@@ -1,0 +1,123 @@
+"""One typed settings object, read once and passed down.
+
+Every setting comes from an environment variable with the ``RETENTION_`` prefix
+(``RETENTION_WAREHOUSE_URL``, ``RETENTION_SEND_WINDOW_START``, ...). With none set,
+everything runs on the embedded default: SQLite files under ``RETENTION_HOME``
+(default ``./var``) and an SMTP sink on loopback.
+
+Secrets (the SMTP password, the unsubscribe signing key) are never settings with a
+default: they come from an Airflow connection inside Airflow, or from the
+environment outside it (``AIRFLOW_CONN_SMTP_DEFAULT`` is understood in both).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import cached_property
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "LANGUAGES"]
+
+#: Languages with templates; a customer's language outside this set falls back to the default.
+LANGUAGES = ("en", "de", "nb", "et")
+
+
+class Settings(BaseSettings):
+    """Every knob of the pipeline, with the embedded defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="RETENTION_", extra="ignore", frozen=True)
+
+    home: Path = Field(Path("var"), description="Folder for the embedded SQLite files and the mail sink.")
+    warehouse_url: str | None = Field(None, description="SQLAlchemy URL of the warehouse.")
+    source_url: str | None = Field(None, description="SQLAlchemy URL of the shop database to extract from.")
+
+    time_zone: str = Field("Europe/Berlin", description="The shop's own time zone; defines the night.")
+    default_language: str = Field("en", description="Language for customers whose language has no templates.")
+    currency: str = Field("EUR", description="Currency of prices in the shop database.")
+
+    send_window_start: dt.time = Field(dt.time(9, 0), description="Earliest local hour to send.")
+    send_window_end: dt.time = Field(dt.time(18, 0), description="Latest local hour to send.")
+
+    chunk_size: int = Field(5000, ge=100, description="Rows per chunk when streaming the extract.")
+    quarantine_max_share: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Fail the extract when a table's share of bad rows in a night exceeds this.",
+    )
+    quarantine_min_rows: int = Field(
+        100,
+        ge=1,
+        description="A night with fewer rows in a table is judged as if it had this many (small nights).",
+    )
+
+    sender: str = Field("Retention Demo Shop <shop@example.com>", description="From address of messages.")
+    shop_name: str = Field("Nordlicht Shop", description="Shop name as it appears in messages.")
+    shop_url: str = Field("https://shop.example.com", description="Base URL for links in messages.")
+    templates_dir: Path | None = Field(
+        None, description="Folder of message templates (default: repo templates/)."
+    )
+
+    smtp_conn_id: str = Field("smtp_default", description="Airflow connection with the SMTP server.")
+    smtp_url: str | None = Field(
+        None,
+        description="SMTP server outside Airflow, as smtp://user:pass@host:port (?ssl=true / ?starttls=true).",
+    )
+    smtp_timeout: float = Field(30.0, gt=0, description="Seconds before an SMTP conversation gives up.")
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(
+                f"RETENTION_TIME_ZONE={value!r} is not an IANA time zone (e.g. Europe/Berlin)"
+            ) from exc
+        return value
+
+    @field_validator("default_language")
+    @classmethod
+    def _known_language(cls, value: str) -> str:
+        if value not in LANGUAGES:
+            raise ValueError(f"RETENTION_DEFAULT_LANGUAGE={value!r}: choose one of {', '.join(LANGUAGES)}")
+        return value
+
+    @cached_property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.time_zone)
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def warehouse(self) -> str:
+        """The warehouse URL, defaulting to a SQLite file in the home folder."""
+        return self.warehouse_url or f"sqlite:///{self.home_dir / 'warehouse.db'}"
+
+    @property
+    def source(self) -> str:
+        """The shop database URL, defaulting to the demo shop's SQLite file."""
+        return self.source_url or f"sqlite:///{self.home_dir / 'shop.db'}"
+
+    @property
+    def templates_path(self) -> Path:
+        if self.templates_dir:
+            return self.templates_dir.expanduser().resolve()
+        return Path(__file__).resolve().parent.parent / "templates"
+
+    @property
+    def mail_dir(self) -> Path:
+        """Where the embedded SMTP sink stores the .eml files it receives."""
+        return self.home_dir / "mail"
+
+    def with_overrides(self, **values: object) -> Settings:
+        """A copy with some fields replaced (the CLI's ``--url`` and the tests use it)."""
+        data = self.model_dump()
+        data.update({k: v for k, v in values.items() if v is not None})
+        return Settings(**data)

@@ -1,0 +1,67 @@
+"""Run the set-based SQL models in ``sql/`` inside the warehouse.
+
+A model file is one ``select`` written as named CTEs, rendered with Jinja for the
+few dialect macros of ``sql/macros.sql`` (never for values: parameters such as the
+night are bound). :func:`materialize` replaces a slice of a target table with the
+model's rows in one transaction, so that a re-run gives the same state.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import jinja2
+from sqlalchemy import Connection, Table, text
+from sqlalchemy.sql.elements import ColumnElement
+
+__all__ = ["SQL_DIR", "render", "select_model", "materialize"]
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(SQL_DIR)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
+def render(model: str, dialect: str, **flags: object) -> str:
+    """The SQL text of ``model`` (e.g. ``"marts/customer_facts"``) for a dialect."""
+    env = _environment()
+    macros = env.get_template("macros.sql").make_module({"dialect": dialect, **flags})
+    template = env.get_template(f"{model}.sql")
+    return template.render(dialect=dialect, **flags, **{k: getattr(macros, k) for k in _macro_names(macros)})
+
+
+def _macro_names(module: object) -> list[str]:
+    return [name for name in dir(module) if not name.startswith("_") and callable(getattr(module, name))]
+
+
+def select_model(conn: Connection, model: str, params: dict, **flags: object) -> list[dict]:
+    """Run a model and return its rows (for small results such as occasions)."""
+    sql = render(model, conn.dialect.name, **flags)
+    return [dict(row) for row in conn.execute(text(sql), params).mappings()]
+
+
+def materialize(
+    conn: Connection,
+    model: str,
+    target: Table,
+    params: dict,
+    scope: ColumnElement[bool] | None = None,
+    **flags: object,
+) -> int:
+    """Replace the ``scope`` rows of ``target`` (all rows when ``None``) with the model's rows.
+
+    Returns the number of rows inserted. The caller's transaction makes the swap atomic.
+    """
+    sql = render(model, conn.dialect.name, **flags)
+    columns = ", ".join(c.name for c in target.columns)
+    delete = target.delete() if scope is None else target.delete().where(scope)
+    conn.execute(delete)
+    insert = f"insert into {target.name} ({columns}) select {columns} from ({sql}) as model"
+    return conn.execute(text(insert), params).rowcount

@@ -1,0 +1,30 @@
+{#-
+  Dialect differences live here, as named macros, and nowhere else.
+  Every model is rendered with `dialect` set to "sqlite" or "postgresql".
+-#}
+
+{#- Whole days from `start` to `end` (both timestamps or dates). -#}
+{% macro days_between(start, end) -%}
+{%- if dialect == "postgresql" -%}
+(cast({{ end }} as date) - cast({{ start }} as date))
+{%- else -%}
+cast(julianday(date({{ end }})) - julianday(date({{ start }})) as integer)
+{%- endif -%}
+{%- endmacro %}
+
+{#- A bound parameter used as a timestamp, typed so both databases compare it correctly. -#}
+{% macro ts(param) -%}
+{%- if dialect == "postgresql" -%}cast(:{{ param }} as timestamp){%- else -%}:{{ param }}{%- endif -%}
+{%- endmacro %}
+
+{#- A bound parameter used as a date. -#}
+{% macro as_date(param) -%}
+{%- if dialect == "postgresql" -%}cast(:{{ param }} as date){%- else -%}:{{ param }}{%- endif -%}
+{%- endmacro %}
+
+{#- Restrict a model to the customers changed in this night, unless it is a full rebuild. -#}
+{% macro changed_only(column) -%}
+{%- if incremental -%}
+and {{ column }} in (select customer_id from changed_customers where night = {{ as_date("night") }})
+{%- endif -%}
+{%- endmacro %}
