@@ -14,6 +14,7 @@ silently.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 import smtplib
@@ -70,10 +71,55 @@ class SmtpConfig:
         )
 
     @classmethod
+    def from_fields(
+        cls,
+        host: str,
+        port: int | None,
+        login: str | None,
+        password: str | None,
+        extra: dict,
+        timeout: float = 30.0,
+    ) -> SmtpConfig:
+        """From an Airflow ``smtp`` connection's fields, with the SMTP provider's extras.
+
+        As in Airflow's SMTP provider, SSL is on unless ``disable_ssl``; STARTTLS is used
+        without SSL unless ``disable_tls``. String booleans ("false") are understood.
+        """
+        ssl = not _flag(extra.get("disable_ssl"))
+        starttls = not ssl and not _flag(extra.get("disable_tls"))
+        return cls(
+            host=host,
+            port=int(port or (465 if ssl else 25)),
+            login=login or None,
+            password=password or None,
+            ssl=ssl,
+            starttls=starttls,
+            timeout=float(extra.get("timeout", timeout)),
+        )
+
+    @classmethod
     def from_environment(cls, explicit: str | None, conn_id: str, timeout: float) -> SmtpConfig:
-        """Outside Airflow: ``RETENTION_SMTP_URL``, else the ``AIRFLOW_CONN_<ID>`` URI, else loopback:8025."""
-        url = explicit or os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}") or "smtp://127.0.0.1:8025"
-        return cls.from_url(url, timeout)
+        """Outside Airflow: ``RETENTION_SMTP_URL``, else ``AIRFLOW_CONN_<ID>`` (URI or JSON), else loopback:8025."""
+        value = explicit or os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}") or "smtp://127.0.0.1:8025"
+        if value.lstrip().startswith("{"):
+            fields = json.loads(value)
+            extra = fields.get("extra") or {}
+            extra = json.loads(extra) if isinstance(extra, str) else extra
+            return cls.from_fields(
+                fields.get("host", "127.0.0.1"),
+                fields.get("port"),
+                fields.get("login"),
+                fields.get("password"),
+                extra,
+                timeout,
+            )
+        return cls.from_url(value, timeout)
+
+
+def _flag(value: object) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
 
 
 def _client(config: SmtpConfig) -> yagmail.SMTP:

@@ -1,0 +1,36 @@
+# The two commands that matter: `make demo` and `make test`. Both install into .venv first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: install demo test lint bench clean help
+
+help:
+	@echo "make demo   run the nightly pipeline on a demo shop and show what was sent"
+	@echo "make test   install and run the test suite (PostgreSQL tests need RETENTION_TEST_PG_URL)"
+	@echo "make bench  time each nightly stage on a larger demo shop (BENCH_CUSTOMERS=100000)"
+	@echo "make lint   ruff over the code"
+	@echo "make clean  remove var/ (warehouse, demo shop, Airflow metadata, received mail)"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[airflow,dev]'
+	@rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	@bash scripts/demo.sh
+
+lint: install
+	$(BIN)/ruff check retention dags plugins tests bench
+
+test: install lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python -m bench.run --customers $${BENCH_CUSTOMERS:-100000}
+
+clean:
+	rm -rf var

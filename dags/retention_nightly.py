@@ -1,0 +1,114 @@
+"""
+### retention_nightly
+
+Every night, for the night of the run (see `retention.night`): take in the shop's
+changes of the previous local day, hold back bad rows, recompute the facts of the
+customers who changed, find the day's occasions and render their messages into the
+outbox, each with a `send_at` inside the customer's own send window.
+`retention_delivery` sends them.
+
+* **Idempotent:** re-running a night leaves the warehouse as it was and never adds
+  a second message for the same customer, occasion and date.
+* **Schedule:** 02:00 in the shop's time zone (`RETENTION_TIME_ZONE`). `catchup` is
+  off on purpose: the extract's watermark takes in the changes of nights that did not
+  run, and greetings for days long gone should not go out late.
+* **Params:** `night` (YYYY-MM-DD) re-runs a given night; `full_refresh` re-reads the
+  whole shop and rebuilds every customer's facts.
+* **Fails** when more than `RETENTION_QUARANTINE_MAX_SHARE` of a table's rows in the
+  night are bad (`retention quarantine` lists them), naming table, rule and counts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+import pendulum
+from airflow.sdk import CronTriggerTimetable, Param, dag, task
+
+from retention_airflow import ASSETS
+
+TIME_ZONE = os.environ.get("RETENTION_TIME_ZONE", "Europe/Berlin")
+
+
+def _night(context):
+    from retention.settings import Settings
+    from retention_airflow import night_of
+
+    settings = Settings()
+    return settings, night_of(context, settings)
+
+
+@dag(
+    dag_id="retention_nightly",
+    schedule=CronTriggerTimetable("0 2 * * *", timezone=TIME_ZONE),
+    start_date=pendulum.datetime(2026, 11, 1, tz=TIME_ZONE),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["retention"],
+    default_args={"owner": "data-eng", "retries": 2, "retry_delay": dt.timedelta(minutes=5)},
+    params={
+        "night": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="Re-run this night (YYYY-MM-DD) instead of the run's own.",
+        ),
+        "full_refresh": Param(
+            False, type="boolean", description="Re-read the whole shop and rebuild all customer facts."
+        ),
+    },
+)
+def retention_nightly():
+    @task
+    def migrate() -> None:
+        from retention.pipeline import stage_migrate
+        from retention.settings import Settings
+
+        stage_migrate(Settings())
+
+    @task(outlets=[ASSETS["staging"], ASSETS["quarantine"]])
+    def extract(**context) -> dict:
+        from retention.pipeline import stage_extract
+
+        settings, night = _night(context)
+        return stage_extract(
+            settings, night, context["run_id"], full_refresh=bool(context["params"]["full_refresh"])
+        )
+
+    @task
+    def quality(**context) -> dict:
+        from retention.pipeline import stage_quality
+
+        settings, night = _night(context)
+        return stage_quality(settings, night, context["run_id"])
+
+    @task(outlets=[ASSETS["customer_facts"]])
+    def customer_facts(**context) -> dict:
+        from retention.pipeline import stage_facts
+
+        settings, night = _night(context)
+        return stage_facts(
+            settings, night, context["run_id"], full_rebuild=bool(context["params"]["full_refresh"])
+        )
+
+    @task(outlets=[ASSETS["occasions"]])
+    def occasions(**context) -> dict:
+        from retention.pipeline import stage_occasions
+
+        settings, night = _night(context)
+        return stage_occasions(settings, night, context["run_id"])
+
+    @task(outlets=[ASSETS["outbox"]])
+    def render(**context) -> dict:
+        from retention.pipeline import stage_render
+        from retention_airflow import unsubscribe_secret
+
+        settings, night = _night(context)
+        return stage_render(settings, night, context["run_id"], secret=unsubscribe_secret())
+
+    migrate() >> extract() >> quality() >> customer_facts() >> occasions() >> render()
+
+
+retention_nightly()
