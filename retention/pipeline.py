@@ -16,7 +16,7 @@ from functools import cache
 from sqlalchemy import Engine, select
 
 from retention import schema
-from retention.db import engine_for
+from retention.db import engine_for, insert_ignore
 from retention.extract import extract
 from retention.mailer import SmtpConfig, deliver
 from retention.migrate import upgrade
@@ -136,23 +136,43 @@ def stage_quality(settings: Settings, night: Night, run_id: str) -> dict:
     return counts
 
 
+#: The trailing year of the facts' ``*_12m`` figures.
+TRAILING_YEAR = dt.timedelta(days=365)
+
+
+def _mark_rolled_off(conn, night: Night) -> int:
+    """Customers whose orders left the trailing year tonight need their facts recomputed too."""
+    orders = schema.stg_orders
+    ids = conn.execute(
+        select(orders.c.customer_id)
+        .where(
+            orders.c.ordered_at >= night.window_start_naive - TRAILING_YEAR,
+            orders.c.ordered_at < night.window_end_naive - TRAILING_YEAR,
+        )
+        .distinct()
+    ).scalars()
+    rows = [{"night": night.date, "customer_id": cid} for cid in ids]
+    return insert_ignore(conn, schema.changed_customers, rows, ("night", "customer_id"))
+
+
 def stage_facts(settings: Settings, night: Night, run_id: str, full_rebuild: bool = False) -> dict:
     """Recompute customer facts for the customers changed in the night (or all of them)."""
     with _stage(settings, night, run_id, "facts") as counts:
         facts = schema.customer_facts
         engine = warehouse_engine(settings.warehouse)
+        params = {
+            "night": night.date,
+            "year_start": night.window_end_naive - TRAILING_YEAR,
+            "window_end": night.window_end_naive,
+        }
         with engine.begin() as conn:
+            counts["rolled_off"] = 0 if full_rebuild else _mark_rolled_off(conn, night)
             changed = select(schema.changed_customers.c.customer_id).where(
                 schema.changed_customers.c.night == night.date
             )
             scope = None if full_rebuild else facts.c.customer_id.in_(changed)
             counts["customers"] = materialize(
-                conn,
-                "marts/customer_facts",
-                facts,
-                {"night": night.date},
-                scope,
-                incremental=not full_rebuild,
+                conn, "marts/customer_facts", facts, params, scope, incremental=not full_rebuild
             )
             counts["mode"] = "full" if full_rebuild else "incremental"
         log.info("customer facts: %d customers recomputed (%s)", counts["customers"], counts["mode"])

@@ -169,13 +169,99 @@ customer_facts = Table(
     Column("first_order_at", DateTime),
     Column("last_order_at", DateTime),
     Column("first_order_id", Integer),
-    Column("orders", Integer, nullable=False),
+    Column("orders", Integer, nullable=False),  # placed orders; cancelled ones excluded
+    Column("order_days", Integer, nullable=False),  # distinct local days with an order (BG/NBD counts these)
+    Column("cancelled_orders", Integer, nullable=False),
     Column("items", Integer, nullable=False),
-    Column("revenue", Money, nullable=False),
+    Column("returned_items", Integer, nullable=False),
+    Column("revenue", Money, nullable=False),  # net of returns
     Column("returns_value", Money, nullable=False),
-    Column("margin", Money, nullable=False),
+    Column("margin", Money, nullable=False),  # (price - cost) of kept items
     Column("avg_order_value", Money),
+    Column("usual_gap_days", Numeric(10, 2)),  # mean days between distinct order days
+    Column("preferred_category", String(64)),  # by revenue, ties by name
+    Column("orders_12m", Integer, nullable=False),  # trailing year before the night
+    Column("revenue_12m", Money, nullable=False),
+    Column("margin_12m", Money, nullable=False),
+    Column("night", Date, nullable=False),  # the night that last recomputed this row
+)
+
+# One row per customer per night: the segment state as of that night (see README, "Segments").
+segment_snapshots = Table(
+    "segment_snapshots",
+    metadata,
+    Column("night", Date, primary_key=True),
+    Column("customer_id", Integer, primary_key=True, autoincrement=False),
+    Column("recency_days", Integer),  # days since the last order; null for never-bought
+    Column("tenure_days", Integer),  # days since the first order
+    Column("frequency", Integer, nullable=False),  # orders in the trailing year
+    Column("monetary", Money, nullable=False),  # revenue in the trailing year
+    Column("r_score", Integer),
+    Column("f_score", Integer),
+    Column("m_score", Integer),
+    Column("rfm_segment", String(32), nullable=False),
+    Column("abc_class", String(1), nullable=False),
+    Column("lifecycle_phase", String(16), nullable=False),
+    Column("p_alive", Numeric(6, 4)),
+    Column("expected_purchases_90d", Numeric(10, 4)),
+    Column("expected_order_value", Money),
+    Column("clv_12m", Money),
+    Column("service_cost_12m", Money, nullable=False),
+    Column("profit_12m", Money, nullable=False),  # margin_12m - service cost
+    Column("unprofitable", Boolean, nullable=False),
+    Index("ix_segment_snapshots_customer", "customer_id", "night"),
+)
+
+churn_fits = Table(
+    "churn_fits",
+    metadata,
+    Column("night", Date, primary_key=True),
+    Column("model", String(32), primary_key=True),  # bg_nbd, gamma_gamma
+    Column("params", Text, nullable=False),  # JSON
+    Column("customers", Integer, nullable=False),
+    Column("log_likelihood", Numeric(20, 4)),
+    Column("seconds", Numeric(10, 3)),
+)
+
+# Rules learnt from all customers' histories; rebuilt by each night.
+product_rules = Table(
+    "product_rules",
+    metadata,
+    Column("rule_id", Integer, primary_key=True),
+    Column("kind", String(16), nullable=False),  # next_purchase (sequence), accessory (basket)
+    Column("antecedent_product_id", Integer, nullable=False),
+    Column("consequent_product_id", Integer, nullable=False),
+    Column("support", Numeric(10, 6), nullable=False),
+    Column("confidence", Numeric(10, 6), nullable=False),
+    Column("lift", Numeric(12, 4), nullable=False),
+    Column("pairs", Integer, nullable=False),  # customers (sequences) or baskets (accessories) with both
     Column("night", Date, nullable=False),
+    UniqueConstraint("kind", "antecedent_product_id", "consequent_product_id", name="uq_product_rules_pair"),
+)
+
+recommendations = Table(
+    "recommendations",
+    metadata,
+    Column("customer_id", Integer, primary_key=True, autoincrement=False),
+    Column("kind", String(16), primary_key=True),  # next_purchase, accessory
+    Column("rank", Integer, primary_key=True, autoincrement=False),  # 1 = best
+    Column("product_id", Integer, nullable=False),
+    Column("because_product_id", Integer, nullable=False),
+    Column("score", Numeric(12, 6), nullable=False),
+    Column("explanation", Text, nullable=False),
+    Column("night", Date, nullable=False),
+)
+
+segment_report = Table(
+    "segment_report",
+    metadata,
+    Column("night", Date, primary_key=True),
+    Column(
+        "dimension", String(32), primary_key=True
+    ),  # rfm_segment, abc_class, lifecycle_phase, transition, abc_comparison
+    Column("value", String(64), primary_key=True),
+    Column("customers", Integer, nullable=False),
+    Column("metric", Numeric(14, 4)),  # dimension-specific figure (e.g. orders per customer)
 )
 
 # --- occasions and messages ----------------------------------------------------------------------

@@ -12,6 +12,11 @@ cast(julianday(date({{ end }})) - julianday(date({{ start }})) as integer)
 {%- endif -%}
 {%- endmacro %}
 
+{#- The calendar day (UTC) of a timestamp, comparable and countable in both databases. -#}
+{% macro day_of(column) -%}
+{%- if dialect == "postgresql" -%}cast({{ column }} as date){%- else -%}date({{ column }}){%- endif -%}
+{%- endmacro %}
+
 {#- A bound parameter used as a timestamp, typed so both databases compare it correctly. -#}
 {% macro ts(param) -%}
 {%- if dialect == "postgresql" -%}cast(:{{ param }} as timestamp){%- else -%}:{{ param }}{%- endif -%}

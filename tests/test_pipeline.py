@@ -107,8 +107,9 @@ def test_full_rebuild_of_facts_equals_the_incremental_result(settings, shop) -> 
     night = night_for_date("2026-11-20", settings.time_zone)
     run_night(settings, night, "t1")
     facts = schema.customer_facts
+    columns = [c for c in facts.columns if c.name != "night"]  # which night computed it differs
     with warehouse_engine(settings.warehouse).connect() as conn:
-        incremental = conn.execute(select(facts).order_by(facts.c.customer_id)).all()
+        incremental = conn.execute(select(*columns).order_by(facts.c.customer_id)).all()
     stage_facts(settings, night, "t2", full_rebuild=True)
     with warehouse_engine(settings.warehouse).connect() as conn:
-        assert conn.execute(select(facts).order_by(facts.c.customer_id)).all() == incremental
+        assert conn.execute(select(*columns).order_by(facts.c.customer_id)).all() == incremental

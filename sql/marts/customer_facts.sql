@@ -1,7 +1,12 @@
 {#-
-  customer_facts: one row per customer (every customer in staging, buyers or not).
-  Cancelled orders are excluded; revenue and margin are net of returned items.
-  Incremental: recomputes only the customers changed in the night (`changed_customers`).
+  customer_facts: one row per customer known to the warehouse, buyers or not.
+
+  Grain: customer. Cancelled orders are excluded from every figure except
+  `cancelled_orders`; revenue and margin are net of returned items. The trailing-year
+  figures cover [year_start, window_end). Incremental: only the customers listed in
+  `changed_customers` for the night are recomputed (the caller adds those whose
+  orders rolled out of the trailing year).
+  Params: night (date), year_start, window_end (naive UTC timestamps).
 -#}
 with customers as (
     select customer_id
@@ -9,22 +14,44 @@ with customers as (
     where 1 = 1 {{ changed_only("customer_id") }}
 ),
 
-orders as (
-    select order_id, customer_id, ordered_at
+all_orders as (
+    select order_id, customer_id, ordered_at, status
     from stg_orders
-    where status = 'placed' {{ changed_only("customer_id") }}
+    where 1 = 1 {{ changed_only("customer_id") }}
 ),
 
-order_lines as (
+orders as (
+    select order_id, customer_id, ordered_at
+    from all_orders
+    where status = 'placed'
+),
+
+lines as (
     select
         orders.order_id,
-        sum(items.quantity) as items,
-        sum((items.quantity - items.returned_quantity) * items.unit_price) as revenue,
-        sum(items.returned_quantity * items.unit_price) as returns_value,
-        sum((items.quantity - items.returned_quantity) * (items.unit_price - items.unit_cost)) as margin
+        orders.customer_id,
+        orders.ordered_at,
+        products.category,
+        items.quantity,
+        items.returned_quantity,
+        (items.quantity - items.returned_quantity) * items.unit_price as revenue,
+        items.returned_quantity * items.unit_price as returns_value,
+        (items.quantity - items.returned_quantity) * (items.unit_price - items.unit_cost) as margin
     from orders
     inner join stg_order_items as items on items.order_id = orders.order_id
-    group by orders.order_id
+    left join stg_products as products on products.product_id = items.product_id
+),
+
+order_totals as (
+    select
+        order_id,
+        sum(quantity) as items,
+        sum(returned_quantity) as returned_items,
+        sum(revenue) as revenue,
+        sum(returns_value) as returns_value,
+        sum(margin) as margin
+    from lines
+    group by order_id
 ),
 
 per_customer as (
@@ -33,13 +60,25 @@ per_customer as (
         min(orders.ordered_at) as first_order_at,
         max(orders.ordered_at) as last_order_at,
         count(*) as orders,
-        coalesce(sum(order_lines.items), 0) as items,
-        coalesce(sum(order_lines.revenue), 0) as revenue,
-        coalesce(sum(order_lines.returns_value), 0) as returns_value,
-        coalesce(sum(order_lines.margin), 0) as margin
+        count(distinct {{ day_of("orders.ordered_at") }}) as order_days,
+        coalesce(sum(order_totals.items), 0) as items,
+        coalesce(sum(order_totals.returned_items), 0) as returned_items,
+        coalesce(sum(order_totals.revenue), 0) as revenue,
+        coalesce(sum(order_totals.returns_value), 0) as returns_value,
+        coalesce(sum(order_totals.margin), 0) as margin,
+        sum(case when orders.ordered_at >= {{ ts("year_start") }} then 1 else 0 end) as orders_12m,
+        coalesce(sum(case when orders.ordered_at >= {{ ts("year_start") }} then order_totals.revenue end), 0) as revenue_12m,
+        coalesce(sum(case when orders.ordered_at >= {{ ts("year_start") }} then order_totals.margin end), 0) as margin_12m
     from orders
-    left join order_lines on order_lines.order_id = orders.order_id
+    left join order_totals on order_totals.order_id = orders.order_id
     group by orders.customer_id
+),
+
+cancelled as (
+    select customer_id, count(*) as cancelled_orders
+    from all_orders
+    where status = 'cancelled'
+    group by customer_id
 ),
 
 first_orders as (
@@ -51,6 +90,16 @@ first_orders as (
     group by orders.customer_id
 ),
 
+category_revenue as (
+    select
+        customer_id,
+        category,
+        row_number() over (partition by customer_id order by sum(revenue) desc, category) as position
+    from lines
+    where category is not null
+    group by customer_id, category
+),
+
 final as (
     select
         customers.customer_id,
@@ -58,17 +107,35 @@ final as (
         per_customer.last_order_at,
         first_orders.first_order_id,
         coalesce(per_customer.orders, 0) as orders,
+        coalesce(per_customer.order_days, 0) as order_days,
+        coalesce(cancelled.cancelled_orders, 0) as cancelled_orders,
         coalesce(per_customer.items, 0) as items,
+        coalesce(per_customer.returned_items, 0) as returned_items,
         round(coalesce(per_customer.revenue, 0), 2) as revenue,
         round(coalesce(per_customer.returns_value, 0), 2) as returns_value,
         round(coalesce(per_customer.margin, 0), 2) as margin,
         case
             when per_customer.orders > 0 then round(per_customer.revenue / per_customer.orders, 2)
         end as avg_order_value,
+        case
+            when per_customer.order_days > 1
+                then round(
+                    1.0 * {{ days_between("per_customer.first_order_at", "per_customer.last_order_at") }}
+                    / (per_customer.order_days - 1), 2
+                )
+        end as usual_gap_days,
+        category_revenue.category as preferred_category,
+        coalesce(per_customer.orders_12m, 0) as orders_12m,
+        round(coalesce(per_customer.revenue_12m, 0), 2) as revenue_12m,
+        round(coalesce(per_customer.margin_12m, 0), 2) as margin_12m,
         {{ as_date("night") }} as night
     from customers
     left join per_customer on per_customer.customer_id = customers.customer_id
     left join first_orders on first_orders.customer_id = customers.customer_id
+    left join cancelled on cancelled.customer_id = customers.customer_id
+    left join category_revenue
+        on category_revenue.customer_id = customers.customer_id
+        and category_revenue.position = 1
 )
 
 select * from final

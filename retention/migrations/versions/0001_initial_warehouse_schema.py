@@ -24,17 +24,35 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("night", "customer_id", name=op.f("pk_changed_customers")),
     )
     op.create_table(
+        "churn_fits",
+        sa.Column("night", sa.Date(), nullable=False),
+        sa.Column("model", sa.String(length=32), nullable=False),
+        sa.Column("params", sa.Text(), nullable=False),
+        sa.Column("customers", sa.Integer(), nullable=False),
+        sa.Column("log_likelihood", sa.Numeric(precision=20, scale=4), nullable=True),
+        sa.Column("seconds", sa.Numeric(precision=10, scale=3), nullable=True),
+        sa.PrimaryKeyConstraint("night", "model", name=op.f("pk_churn_fits")),
+    )
+    op.create_table(
         "customer_facts",
         sa.Column("customer_id", sa.Integer(), autoincrement=False, nullable=False),
         sa.Column("first_order_at", sa.DateTime(), nullable=True),
         sa.Column("last_order_at", sa.DateTime(), nullable=True),
         sa.Column("first_order_id", sa.Integer(), nullable=True),
         sa.Column("orders", sa.Integer(), nullable=False),
+        sa.Column("order_days", sa.Integer(), nullable=False),
+        sa.Column("cancelled_orders", sa.Integer(), nullable=False),
         sa.Column("items", sa.Integer(), nullable=False),
+        sa.Column("returned_items", sa.Integer(), nullable=False),
         sa.Column("revenue", sa.Numeric(precision=14, scale=2), nullable=False),
         sa.Column("returns_value", sa.Numeric(precision=14, scale=2), nullable=False),
         sa.Column("margin", sa.Numeric(precision=14, scale=2), nullable=False),
         sa.Column("avg_order_value", sa.Numeric(precision=14, scale=2), nullable=True),
+        sa.Column("usual_gap_days", sa.Numeric(precision=10, scale=2), nullable=True),
+        sa.Column("preferred_category", sa.String(length=64), nullable=True),
+        sa.Column("orders_12m", sa.Integer(), nullable=False),
+        sa.Column("revenue_12m", sa.Numeric(precision=14, scale=2), nullable=False),
+        sa.Column("margin_12m", sa.Numeric(precision=14, scale=2), nullable=False),
         sa.Column("night", sa.Date(), nullable=False),
         sa.PrimaryKeyConstraint("customer_id", name=op.f("pk_customer_facts")),
     )
@@ -91,6 +109,22 @@ def upgrade() -> None:
         batch_op.create_index("ix_outbox_status_send_at", ["status", "send_at"], unique=False)
 
     op.create_table(
+        "product_rules",
+        sa.Column("rule_id", sa.Integer(), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("antecedent_product_id", sa.Integer(), nullable=False),
+        sa.Column("consequent_product_id", sa.Integer(), nullable=False),
+        sa.Column("support", sa.Numeric(precision=10, scale=6), nullable=False),
+        sa.Column("confidence", sa.Numeric(precision=10, scale=6), nullable=False),
+        sa.Column("lift", sa.Numeric(precision=12, scale=4), nullable=False),
+        sa.Column("pairs", sa.Integer(), nullable=False),
+        sa.Column("night", sa.Date(), nullable=False),
+        sa.PrimaryKeyConstraint("rule_id", name=op.f("pk_product_rules")),
+        sa.UniqueConstraint(
+            "kind", "antecedent_product_id", "consequent_product_id", name="uq_product_rules_pair"
+        ),
+    )
+    op.create_table(
         "quarantine",
         sa.Column("quarantine_id", sa.Integer(), nullable=False),
         sa.Column("source_table", sa.String(length=64), nullable=False),
@@ -108,6 +142,18 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_quarantine_rule"), ["rule"], unique=False)
 
     op.create_table(
+        "recommendations",
+        sa.Column("customer_id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("rank", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("product_id", sa.Integer(), nullable=False),
+        sa.Column("because_product_id", sa.Integer(), nullable=False),
+        sa.Column("score", sa.Numeric(precision=12, scale=6), nullable=False),
+        sa.Column("explanation", sa.Text(), nullable=False),
+        sa.Column("night", sa.Date(), nullable=False),
+        sa.PrimaryKeyConstraint("customer_id", "kind", "rank", name=op.f("pk_recommendations")),
+    )
+    op.create_table(
         "run_log",
         sa.Column("run_log_id", sa.Integer(), nullable=False),
         sa.Column("run_id", sa.String(length=250), nullable=False),
@@ -122,6 +168,41 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("run_log", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_run_log_night"), ["night"], unique=False)
+
+    op.create_table(
+        "segment_report",
+        sa.Column("night", sa.Date(), nullable=False),
+        sa.Column("dimension", sa.String(length=32), nullable=False),
+        sa.Column("value", sa.String(length=64), nullable=False),
+        sa.Column("customers", sa.Integer(), nullable=False),
+        sa.Column("metric", sa.Numeric(precision=14, scale=4), nullable=True),
+        sa.PrimaryKeyConstraint("night", "dimension", "value", name=op.f("pk_segment_report")),
+    )
+    op.create_table(
+        "segment_snapshots",
+        sa.Column("night", sa.Date(), nullable=False),
+        sa.Column("customer_id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("recency_days", sa.Integer(), nullable=True),
+        sa.Column("tenure_days", sa.Integer(), nullable=True),
+        sa.Column("frequency", sa.Integer(), nullable=False),
+        sa.Column("monetary", sa.Numeric(precision=14, scale=2), nullable=False),
+        sa.Column("r_score", sa.Integer(), nullable=True),
+        sa.Column("f_score", sa.Integer(), nullable=True),
+        sa.Column("m_score", sa.Integer(), nullable=True),
+        sa.Column("rfm_segment", sa.String(length=32), nullable=False),
+        sa.Column("abc_class", sa.String(length=1), nullable=False),
+        sa.Column("lifecycle_phase", sa.String(length=16), nullable=False),
+        sa.Column("p_alive", sa.Numeric(precision=6, scale=4), nullable=True),
+        sa.Column("expected_purchases_90d", sa.Numeric(precision=10, scale=4), nullable=True),
+        sa.Column("expected_order_value", sa.Numeric(precision=14, scale=2), nullable=True),
+        sa.Column("clv_12m", sa.Numeric(precision=14, scale=2), nullable=True),
+        sa.Column("service_cost_12m", sa.Numeric(precision=14, scale=2), nullable=False),
+        sa.Column("profit_12m", sa.Numeric(precision=14, scale=2), nullable=False),
+        sa.Column("unprofitable", sa.Boolean(), nullable=False),
+        sa.PrimaryKeyConstraint("night", "customer_id", name=op.f("pk_segment_snapshots")),
+    )
+    with op.batch_alter_table("segment_snapshots", schema=None) as batch_op:
+        batch_op.create_index("ix_segment_snapshots_customer", ["customer_id", "night"], unique=False)
 
     op.create_table(
         "stg_customers",
@@ -209,14 +290,21 @@ def downgrade() -> None:
 
     op.drop_table("stg_order_items")
     op.drop_table("stg_customers")
+    with op.batch_alter_table("segment_snapshots", schema=None) as batch_op:
+        batch_op.drop_index("ix_segment_snapshots_customer")
+
+    op.drop_table("segment_snapshots")
+    op.drop_table("segment_report")
     with op.batch_alter_table("run_log", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_run_log_night"))
 
     op.drop_table("run_log")
+    op.drop_table("recommendations")
     with op.batch_alter_table("quarantine", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_quarantine_rule"))
 
     op.drop_table("quarantine")
+    op.drop_table("product_rules")
     with op.batch_alter_table("outbox", schema=None) as batch_op:
         batch_op.drop_index("ix_outbox_status_send_at")
         batch_op.drop_index(batch_op.f("ix_outbox_night"))
@@ -228,5 +316,6 @@ def downgrade() -> None:
     op.drop_table("occasions")
     op.drop_table("extract_watermark")
     op.drop_table("customer_facts")
+    op.drop_table("churn_fits")
     op.drop_table("changed_customers")
     # ### end Alembic commands ###
