@@ -1,34 +1,80 @@
 """Detect the night's occasions: who gets written to, for what, on which local date.
 
-Each occasion is a SQL model in ``sql/occasions/occ_<name>.sql`` returning
-``customer_id, occasion, occasion_date, order_id``. Detection then applies the
-people rules (consent, suppression) and records every candidate in ``occasions``
-with its status: ``selected`` or ``skipped`` with the reason. A re-run of a night
-replaces that night's rows and nothing else.
+Each occasion is a SQL model in ``sql/occasions/occ_<name>.sql`` returning one row per
+candidate customer with the details a message may quote. Then the people rules apply,
+in this order, and every candidate is recorded in ``occasions`` with its status:
+
+1. no marketing consent, or a suppressed address: ``skipped``;
+2. one message a day: the occasion first in ``occasion_priority`` wins, the others are
+   ``skipped`` ("daily cap");
+3. at most ``weekly_cap`` messages in any 7 nights (counting the holdout's would-be
+   messages too, so that both groups are treated alike): ``skipped`` ("weekly cap");
+4. the holdout, a stable share of customers chosen by a salted hash of their id:
+   ``holdout`` (recorded, never rendered: the control group of the uplift report).
+
+The occasion date is the night's date D in every customer's own calendar: messages go
+out on local date D, inside the local send window. Where an occasion hangs on a moment
+(the first order of an anniversary), that moment is converted to the customer's time
+zone first. A re-run of a night replaces that night's rows and nothing else.
 """
 
 from __future__ import annotations
 
+import calendar
+import datetime as dt
+import hashlib
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Callable
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, select
 
 from retention import schema
 from retention.night import Night
+from retention.settings import Settings
 from retention.sqlmodels import select_model
 from retention.unsubscribe import email_hash
 
-__all__ = ["OCCASION_MODELS", "detect"]
+__all__ = ["OCCASIONS", "detect", "in_holdout", "anniversary_date"]
 
 log = logging.getLogger(__name__)
 
-#: Occasions with a detection model, in priority order (first wins when caps apply).
-OCCASION_MODELS = ("thank_you",)
+#: Every occasion the pipeline knows (the default priority order).
+OCCASIONS = (
+    "thank_you",
+    "birthday",
+    "anniversary",
+    "win_back",
+    "feedback",
+    "next_purchase",
+    "accessory",
+    "new_stock",
+)
 
 
-def _params(night: Night) -> dict:
+def _md(day: dt.date) -> str:
+    return f"{day:%m-%d}"
+
+
+def anniversary_date(first: dt.date, year: int) -> dt.date:
+    """The anniversary of ``first`` in ``year``; 29 February falls on 28 February in non-leap years."""
+    if first.month == 2 and first.day == 29 and not calendar.isleap(year):
+        return dt.date(year, 2, 28)
+    return first.replace(year=year)
+
+
+def in_holdout(customer_id: int, share: float, salt: str) -> bool:
+    """Stable membership of the control group: the same customer, salt and share, the same answer."""
+    digest = hashlib.sha256(f"{salt}:{customer_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+# --- parameters and post-filters per occasion ------------------------------------------------
+
+
+def _window(night: Night) -> dict:
     return {
         "night": night.date,
         "window_start": night.window_start_naive,
@@ -36,70 +82,197 @@ def _params(night: Night) -> dict:
     }
 
 
-def detect(warehouse: Engine, night: Night) -> dict[str, dict[str, int]]:
+def _delayed(night: Night, days: int) -> dict:
+    shift = dt.timedelta(days=days)
+    return {"delayed_start": night.window_start_naive - shift, "delayed_end": night.window_end_naive - shift}
+
+
+def _params(occasion: str, night: Night, settings: Settings) -> dict:
+    day = night.date
+    params = _window(night)
+    if occasion == "thank_you":
+        params["thank_every_order_for_a"] = int(settings.thank_every_order_for_a)
+    elif occasion == "birthday":
+        leap = day.month == 2 and day.day == 28 and not calendar.isleap(day.year)
+        params.update(birthday_md=_md(day), birthday_md_leap="02-29" if leap else _md(day))
+    elif occasion == "anniversary":
+        params.update(
+            md_before=_md(day - dt.timedelta(days=1)),
+            md_on=_md(day),
+            md_after=_md(day + dt.timedelta(days=1)),
+            md_leap="02-29",
+        )
+    elif occasion in ("next_purchase", "accessory"):
+        delay = (
+            settings.next_purchase_delay_days
+            if occasion == "next_purchase"
+            else settings.accessory_delay_days
+        )
+        params.update(_delayed(night, delay))
+        params.update(
+            kind=occasion, period_start=day - dt.timedelta(days=settings.recommendation_period_days)
+        )
+    elif occasion == "feedback":
+        params.update(_delayed(night, settings.feedback_delay_days))
+    return params
+
+
+def _keep_local_anniversaries(candidates: list[dict], zones: dict[int, str], night: Night) -> list[dict]:
+    """The first order's date in the customer's own zone must have its anniversary tonight."""
+    kept = []
+    for row in candidates:
+        first_at = row.pop("first_order_at")
+        if isinstance(first_at, str):
+            first_at = dt.datetime.fromisoformat(first_at)
+        local = first_at.replace(tzinfo=dt.UTC).astimezone(ZoneInfo(zones[row["customer_id"]])).date()
+        years = night.date.year - local.year
+        if years >= 1 and anniversary_date(local, night.date.year) == night.date:
+            kept.append({**row, "years": years, "first_order_date": local.isoformat()})
+    return kept
+
+
+_POST_FILTERS: dict[str, Callable[[list[dict], dict[int, str], Night], list[dict]]] = {
+    "anniversary": _keep_local_anniversaries,
+}
+
+
+# --- detection ----------------------------------------------------------------------------------
+
+
+def _model(occasion: str) -> str:
+    return "occasions/occ_next_purchase" if occasion == "accessory" else f"occasions/occ_{occasion}"
+
+
+def _candidates(conn: Connection, night: Night, settings: Settings) -> tuple[list[dict], dict]:
+    """Every occasion model's rows, and the people they concern (only those: never the whole table)."""
+    by_occasion = {}
+    for occasion in settings.priorities:
+        if occasion not in OCCASIONS:
+            raise ValueError(
+                f"RETENTION_OCCASION_PRIORITY names unknown occasion {occasion!r}; known: {', '.join(OCCASIONS)}"
+            )
+        by_occasion[occasion] = select_model(conn, _model(occasion), _params(occasion, night, settings))
+    people = _people(conn, {row["customer_id"] for rows in by_occasion.values() for row in rows})
+    found = []
+    for occasion, rows in by_occasion.items():
+        rows = [row for row in rows if row["customer_id"] in people]
+        if occasion in _POST_FILTERS:
+            zones = {cid: person.time_zone for cid, person in people.items()}
+            rows = _POST_FILTERS[occasion](rows, zones, night)
+        log.info("occasion %s: %d candidates", occasion, len(rows))
+        found.extend(rows)
+    return found, people
+
+
+def _people(conn: Connection, ids: set[int]) -> dict:
+    c = schema.stg_customers
+    people = {}
+    ordered = sorted(ids)
+    for start in range(0, len(ordered), 5000):
+        chunk = ordered[start : start + 5000]
+        rows = conn.execute(
+            select(c.c.customer_id, c.c.email, c.c.language, c.c.time_zone, c.c.marketing_consent).where(
+                c.c.customer_id.in_(chunk)
+            )
+        )
+        people.update({row.customer_id: row for row in rows})
+    return people
+
+
+def _recent_counts(conn: Connection, night: Night) -> dict[int, int]:
+    """Messages (and holdout would-be messages) per customer in the 6 nights before this one."""
+    occ = schema.occasions
+    rows = conn.execute(
+        select(occ.c.customer_id, occ.c.night).where(
+            occ.c.status.in_(("selected", "holdout")),
+            occ.c.night >= night.date - dt.timedelta(days=6),
+            occ.c.night < night.date,
+        )
+    )
+    counts: dict[int, int] = defaultdict(int)
+    for customer_id, _ in rows:
+        counts[customer_id] += 1
+    return counts
+
+
+def _suppressed(conn: Connection, people: dict) -> set[str]:
+    hashes = sorted({email_hash(person.email) for person in people.values()})
+    table = schema.suppression
+    found: set[str] = set()
+    for start in range(0, len(hashes), 5000):
+        chunk = hashes[start : start + 5000]
+        found.update(conn.execute(select(table.c.email_hash).where(table.c.email_hash.in_(chunk))).scalars())
+    return found
+
+
+def detect(warehouse: Engine, night: Night, settings: Settings) -> dict[str, dict[str, int]]:
     """Find and record the night's occasions; returns selected counts by occasion and language."""
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     with warehouse.begin() as conn:
         conn.execute(schema.occasions.delete().where(schema.occasions.c.night == night.date))
-        for occasion in OCCASION_MODELS:
-            candidates = select_model(conn, f"occasions/occ_{occasion}", _params(night))
-            rows = _decide(conn, candidates, night)
-            if rows:
-                conn.execute(schema.occasions.insert(), rows)
-            for row in rows:
-                if row["status"] == "selected":
-                    counts[occasion][row["language"]] += 1
-            log.info(
-                "occasion %s: %d candidates, %d selected", occasion, len(rows), sum(counts[occasion].values())
-            )
-    return {occasion: dict(by_language) for occasion, by_language in counts.items()}
-
-
-def _decide(conn: Connection, candidates: list[dict], night: Night) -> list[dict]:
-    """Attach language and status to each candidate: consent and suppression first."""
-    if not candidates:
-        return []
-    customers = schema.stg_customers
-    ids = [c["customer_id"] for c in candidates]
-    people = {
-        row.customer_id: row
-        for row in conn.execute(
-            select(
-                customers.c.customer_id,
-                customers.c.email,
-                customers.c.language,
-                customers.c.marketing_consent,
-            ).where(customers.c.customer_id.in_(ids))
+        candidates, people = _candidates(conn, night, settings)
+        rows = _decide(
+            candidates, people, _suppressed(conn, people), _recent_counts(conn, night), night, settings
         )
-    }
-    suppressed = _suppressed(conn, [p.email for p in people.values()])
-    rows = []
+        for start in range(0, len(rows), 5000):
+            conn.execute(schema.occasions.insert(), rows[start : start + 5000])
+    for row in rows:
+        if row["status"] == "selected":
+            counts[row["occasion"]][row["language"]] += 1
+    statuses = defaultdict(int)
+    for row in rows:
+        statuses[row["status"]] += 1
+    log.info("occasions for %s: %d candidates, %s", night, len(rows), dict(statuses))
+    return {occasion: dict(sorted(by_language.items())) for occasion, by_language in counts.items()}
+
+
+def _decide(
+    candidates: list[dict],
+    people: dict,
+    suppressed: set[str],
+    recent: dict[int, int],
+    night: Night,
+    settings: Settings,
+) -> list[dict]:
+    """Apply consent, the daily and weekly caps and the holdout, in that order."""
+    rank = {occasion: i for i, occasion in enumerate(settings.priorities)}
+    candidates = sorted(candidates, key=lambda c: (c["customer_id"], rank[c["occasion"]]))
+    rows, winner_of = [], {}
     for candidate in candidates:
         person = people[candidate["customer_id"]]
-        status, reason = "selected", None
-        if not person.marketing_consent:
-            status, reason = "skipped", "no marketing consent"
-        elif email_hash(person.email) in suppressed:
-            status, reason = "skipped", "address is suppressed"
-        details = {
-            k: v for k, v in candidate.items() if k not in ("customer_id", "occasion", "occasion_date")
-        }
-        rows.append(
-            {
-                "customer_id": candidate["customer_id"],
-                "occasion": candidate["occasion"],
-                "occasion_date": night.date,
-                "night": night.date,
-                "language": person.language,
-                "details": json.dumps(details, default=str, sort_keys=True),
-                "status": status,
-                "reason": reason,
-            }
-        )
+        status, reason = _status(candidate, person, suppressed, recent, winner_of, settings)
+        if status in ("selected", "holdout"):
+            winner_of[candidate["customer_id"]] = candidate["occasion"]
+        rows.append(_occasion_row(candidate, person, night, status, reason))
     return rows
 
 
-def _suppressed(conn: Connection, emails: list[str]) -> set[str]:
-    hashes = [email_hash(e) for e in emails]
-    table = schema.suppression
-    return set(conn.execute(select(table.c.email_hash).where(table.c.email_hash.in_(hashes))).scalars())
+def _status(
+    candidate: dict, person, suppressed: set[str], recent: dict[int, int], winner_of: dict, settings: Settings
+) -> tuple[str, str | None]:
+    customer_id = candidate["customer_id"]
+    if not person.marketing_consent:
+        return "skipped", "no marketing consent"
+    if email_hash(person.email) in suppressed:
+        return "skipped", "address is suppressed"
+    if customer_id in winner_of:
+        return "skipped", f"daily cap: {winner_of[customer_id]} goes out today"
+    if recent.get(customer_id, 0) >= settings.weekly_cap:
+        return "skipped", f"weekly cap: {recent[customer_id]} messages in the last 6 nights"
+    if in_holdout(customer_id, settings.holdout_share, settings.holdout_salt):
+        return "holdout", "control group: measured, not messaged"
+    return "selected", None
+
+
+def _occasion_row(candidate: dict, person, night: Night, status: str, reason: str | None) -> dict:
+    details = {k: v for k, v in candidate.items() if k not in ("customer_id", "occasion", "occasion_date")}
+    return {
+        "customer_id": candidate["customer_id"],
+        "occasion": candidate["occasion"],
+        "occasion_date": night.date,
+        "night": night.date,
+        "language": person.language,
+        "details": json.dumps(details, default=str, sort_keys=True),
+        "status": status,
+        "reason": reason,
+    }

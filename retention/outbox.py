@@ -12,16 +12,16 @@ import datetime as dt
 import json
 import logging
 from collections import Counter, defaultdict
-from decimal import Decimal
 from email.utils import parseaddr
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Engine, and_, func, select
+from sqlalchemy import Connection, Engine, and_, select
 
 from retention import schema
+from retention.contexts import Lookups, context_for, gather
 from retention.db import insert_ignore
 from retention.night import Night
-from retention.render import Renderer, TemplateProblem, format_day, format_money, salutation
+from retention.render import Renderer, TemplateProblem
 from retention.settings import Settings
 from retention.unsubscribe import sign
 
@@ -43,27 +43,34 @@ def send_at(occasion_date: dt.date, time_zone: str, window_start: dt.time) -> dt
 
 
 def fill(warehouse: Engine, night: Night, settings: Settings, secret: bytes) -> dict:
-    """Render every selected occasion of the night that has no outbox row yet."""
+    """Render every selected occasion of the night that has no outbox row yet.
+
+    A template that cannot render blocks its own occasion only: the problem is logged
+    and returned under ``template_failures``; every other occasion still goes out.
+    """
     renderer = Renderer(settings.templates_path, settings.default_language)
     counts: Counter = Counter()
     failures: dict[str, str] = {}
     with warehouse.begin() as conn:
         pending = _pending(conn, night)
-        orders = _orders(conn, [p["order_id"] for p in pending if p.get("order_id")])
+        lookups = gather(conn, pending)
         by_occasion: dict[str, list[dict]] = defaultdict(list)
         for item in pending:
             by_occasion[item["occasion"]].append(item)
         for occasion, items in by_occasion.items():
             try:
-                rows = [_message_row(renderer, item, orders, night, settings, secret) for item in items]
+                rows = [_message_row(renderer, item, lookups, night, settings, secret) for item in items]
             except TemplateProblem as problem:
-                # A broken template blocks its own occasion only; the others still go out.
                 failures[occasion] = str(problem)
                 log.error("occasion %s not rendered: %s", occasion, problem)
                 continue
-            counts[occasion] += insert_ignore(
-                conn, schema.outbox, rows, ("customer_id", "occasion", "occasion_date")
-            )
+            for start in range(0, len(rows), 1000):
+                counts[occasion] += insert_ignore(
+                    conn,
+                    schema.outbox,
+                    rows[start : start + 1000],
+                    ("customer_id", "occasion", "occasion_date"),
+                )
     log.info("outbox: %d new messages %s", sum(counts.values()), dict(counts))
     return {"queued": dict(counts), "template_failures": failures}
 
@@ -92,47 +99,14 @@ def _pending(conn: Connection, night: Night) -> list[dict]:
     return rows
 
 
-def _orders(conn: Connection, order_ids: list[int]) -> dict[int, dict]:
-    if not order_ids:
-        return {}
-    orders, items = schema.stg_orders, schema.stg_order_items
-    query = (
-        select(
-            orders.c.order_id,
-            orders.c.ordered_at,
-            orders.c.currency,
-            func.sum(items.c.quantity * items.c.unit_price).label("total"),
-        )
-        .join(items, items.c.order_id == orders.c.order_id)
-        .where(orders.c.order_id.in_(order_ids))
-        .group_by(orders.c.order_id, orders.c.ordered_at, orders.c.currency)
-    )
-    return {row.order_id: dict(row._mapping) for row in conn.execute(query)}
-
-
 def _message_row(
-    renderer: Renderer, item: dict, orders: dict, night: Night, settings: Settings, secret: bytes
+    renderer: Renderer, item: dict, lookups: Lookups, night: Night, settings: Settings, secret: bytes
 ) -> dict:
-    language, country, zone = item["language"], item["country"], item["time_zone"]
-    context = {
-        "customer": {
-            "first_name": item["first_name"],
-            "last_name": item["last_name"] or "",
-            "salutation": salutation(language, item["first_name"], item["last_name"]),
-        },
-        "shop": {"name": settings.shop_name, "url": settings.shop_url},
-        "unsubscribe_url": f"{settings.shop_url}/unsubscribe?token={sign(secret, item['customer_id'], item['email'])}",
-        "occasion": item["occasion"],
-    }
-    order = orders.get(item.get("order_id"))
-    if order:
-        local_day = order["ordered_at"].replace(tzinfo=dt.UTC).astimezone(ZoneInfo(zone)).date()
-        context["order"] = {
-            "id": order["order_id"],
-            "date": format_day(local_day, language, country),
-            "total": format_money(Decimal(str(order["total"])), order["currency"], language, country),
-        }
-    message = renderer.render(item["occasion"], language, context)
+    unsubscribe_url = (
+        f"{settings.shop_url}/unsubscribe?token={sign(secret, item['customer_id'], item['email'])}"
+    )
+    context = context_for(item, lookups, settings, unsubscribe_url)
+    message = renderer.render(item["occasion"], item["language"], context)
     occasion_date = item["occasion_date"]
     return {
         "customer_id": item["customer_id"],
@@ -140,13 +114,13 @@ def _message_row(
         "occasion_date": occasion_date,
         "night": night.date,
         "email": item["email"],
-        "language": language,
+        "language": item["language"],
         "subject": message.subject,
         "text_body": message.text,
         "html_body": message.html,
         "template_hash": message.template_hash,
         "message_id": message_id(item["customer_id"], item["occasion"], occasion_date, settings.sender),
-        "send_at": send_at(occasion_date, zone, settings.send_window_start),
+        "send_at": send_at(occasion_date, item["time_zone"], settings.send_window_start),
         "status": "queued",
         "attempts": 0,
     }

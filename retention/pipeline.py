@@ -33,6 +33,7 @@ __all__ = [
     "stage_extract",
     "stage_quality",
     "stage_facts",
+    "stage_segments",
     "stage_occasions",
     "stage_render",
     "stage_deliver",
@@ -179,9 +180,27 @@ def stage_facts(settings: Settings, night: Night, run_id: str, full_rebuild: boo
     return counts
 
 
+def stage_segments(settings: Settings, night: Night, run_id: str) -> dict:
+    """Churn fit, tonight's segment snapshot, the segment report and its chart."""
+    from retention import segments
+
+    with _stage(settings, night, run_id, "segments") as counts:
+        engine = warehouse_engine(settings.warehouse)
+        with engine.begin() as conn:
+            fits = segments.fit_churn(conn, night, settings)
+            counts["snapshot_rows"] = segments.build_snapshots(conn, night, settings, fits)
+            counts["pruned_rows"] = segments.prune_snapshots(conn, night, settings.snapshot_days)
+            summary = segments.segment_summary(conn, night.date)
+            segments.write_report(conn, night.date, summary)
+        chart = segments.draw_chart(night.date, summary, settings.home_dir / "reports" / f"segments-{night}.png")
+        log.info("%s\nChart: %s", segments.format_summary(night.date, summary), chart)
+        counts.update({"fits": fits, "summary": summary, "chart": str(chart)})
+    return counts
+
+
 def stage_occasions(settings: Settings, night: Night, run_id: str) -> dict:
     with _stage(settings, night, run_id, "occasions") as counts:
-        counts.update(detect(warehouse_engine(settings.warehouse), night))
+        counts.update(detect(warehouse_engine(settings.warehouse), night, settings))
     return counts
 
 
@@ -220,6 +239,7 @@ NIGHT_STAGES: tuple[tuple[str, Callable[[Settings, Night, str], dict]], ...] = (
     ("extract", stage_extract),
     ("quality", stage_quality),
     ("facts", stage_facts),
+    ("segments", stage_segments),
     ("occasions", stage_occasions),
     ("render", stage_render),
 )

@@ -52,10 +52,13 @@ def night_report(engine: Engine, night: dt.date) -> dict:
         extracted = _stage_counts(conn, night, "extract")
         if extracted is not None:
             report["extract"] = {"rows": extracted["rows"], "quarantined": extracted["quarantined"]}
-        if _stage_counts(conn, night, "facts") is not None:
-            customers = conn.execute(select(func.count()).select_from(facts)).scalar()
-            buyers = conn.execute(select(func.count()).select_from(facts).where(facts.c.orders > 0)).scalar()
-            report["segments"] = {"customers": customers, "buyers": buyers}
+        if _stage_counts(conn, night, "segments") is not None:
+            from retention.segments import segment_summary
+
+            report["segments"] = segment_summary(conn, night)
+            report["segments"]["buyers"] = conn.execute(
+                select(func.count()).select_from(facts).where(facts.c.orders > 0)
+            ).scalar()
         if _stage_counts(conn, night, "occasions") is not None:
             report["occasions"] = _grouped(
                 conn,
@@ -69,12 +72,34 @@ def night_report(engine: Engine, night: dt.date) -> dict:
                 .where(occ.c.night == night, occ.c.status != "selected")
                 .group_by(occ.c.occasion, occ.c.reason),
             )
+            report["holdout"] = holdout_report(conn, night)
         if _stage_counts(conn, night, "render") is not None:
             rows = conn.execute(
                 select(box.c.status, func.count()).where(box.c.night == night).group_by(box.c.status)
             )
             report["outbox"] = {status: n for status, n in sorted(rows)}
     return report
+
+
+def holdout_report(conn, night: dt.date) -> dict:
+    """Repeat-purchase rates within 30/60/90 days, messaged versus holdout, per occasion."""
+    from retention.sqlmodels import select_model
+
+    report: dict = {}
+    for row in select_model(conn, "reports/holdout_uplift", {"night": night}):
+        group = "messaged" if row["status"] == "selected" else "holdout"
+        figures = {"customers": int(row["customers"])}
+        for n in (30, 60, 90):
+            eligible, bought = int(row[f"eligible_{n}"] or 0), int(row[f"bought_{n}"] or 0)
+            figures[f"eligible_{n}"] = eligible
+            figures[f"rate_{n}"] = round(bought / eligible, 4) if eligible else None
+        report.setdefault(row["occasion"], {})[group] = figures
+    for figures in report.values():
+        messaged, holdout = figures.get("messaged", {}), figures.get("holdout", {})
+        for n in (30, 60, 90):
+            a, b = messaged.get(f"rate_{n}"), holdout.get(f"rate_{n}")
+            figures[f"uplift_{n}"] = round(a - b, 4) if a is not None and b is not None else None
+    return dict(sorted(report.items()))
 
 
 def quarantine_report(engine: Engine, rule: str | None = None, limit: int = 1000) -> dict:
@@ -111,7 +136,11 @@ def format_report(report: dict) -> str:
         lines += [f"  extracted:   {rows}", f"  quarantined: {bad}"]
     if "segments" in report:
         seg = report["segments"]
-        lines.append(f"  customers:   {seg['customers']} ({seg.get('buyers', 0)} have bought)")
+        lines.append(
+            f"  customers:   {seg['customers']} ({seg.get('buyers', 0)} have bought, {seg['unprofitable']} unprofitable)"
+        )
+        for key, label in (("rfm", "RFM"), ("abc", "ABC"), ("lifecycle", "lifecycle")):
+            lines.append(f"  {label + ':':12} " + ", ".join(f"{k} {v}" for k, v in seg[key].items()))
     if "occasions" in report:
         for occasion, langs in report["occasions"].items():
             detail = ", ".join(f"{lang} {n}" for lang, n in langs.items())

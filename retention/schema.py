@@ -194,8 +194,8 @@ segment_snapshots = Table(
     Column("customer_id", Integer, primary_key=True, autoincrement=False),
     Column("recency_days", Integer),  # days since the last order; null for never-bought
     Column("tenure_days", Integer),  # days since the first order
-    Column("frequency", Integer, nullable=False),  # orders in the trailing year
-    Column("monetary", Money, nullable=False),  # revenue in the trailing year
+    Column("frequency", Integer, nullable=False),  # placed orders, all time
+    Column("monetary", Money, nullable=False),  # revenue net of returns, all time
     Column("r_score", Integer),
     Column("f_score", Integer),
     Column("m_score", Integer),
@@ -221,6 +221,19 @@ churn_fits = Table(
     Column("customers", Integer, nullable=False),
     Column("log_likelihood", Numeric(20, 4)),
     Column("seconds", Numeric(10, 3)),
+)
+
+# Churn figures per distinct (repeat order days, recency, age) triple, in days; rebuilt each night.
+churn_scores = Table(
+    "churn_scores",
+    metadata,
+    Column("frequency", Integer, primary_key=True, autoincrement=False),
+    Column("recency", Integer, primary_key=True, autoincrement=False),
+    Column("age", Integer, primary_key=True, autoincrement=False),
+    Column("customers", Integer, nullable=False),
+    Column("p_alive", Numeric(6, 4), nullable=False),
+    Column("expected_purchases_90d", Numeric(10, 4), nullable=False),
+    Column("discounted_purchases_12m", Numeric(10, 4), nullable=False),
 )
 
 # Rules learnt from all customers' histories; rebuilt by each night.
@@ -299,12 +312,28 @@ outbox = Table(
     Column("send_at", DateTime, nullable=False),  # UTC
     Column("status", String(16), nullable=False),  # queued, sending, sent, failed, unknown
     Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", DateTime),  # UTC; set after a transient failure (4xx, dropped connection)
     Column("lease_owner", String(128)),
     Column("lease_expires_at", DateTime),
     Column("sent_at", DateTime),
     Column("smtp_reply", Text),
     UniqueConstraint("customer_id", "occasion", "occasion_date", name="uq_outbox_key"),
     Index("ix_outbox_status_send_at", "status", "send_at"),
+)
+
+# Every delivery attempt with the server's reply, as it happened.
+delivery_attempts = Table(
+    "delivery_attempts",
+    metadata,
+    Column("attempt_id", Integer, primary_key=True),
+    Column("outbox_id", Integer, nullable=False, index=True),
+    Column("attempt", Integer, nullable=False),
+    Column("lease_owner", String(128), nullable=False),
+    Column("started_at", DateTime, nullable=False),
+    Column("finished_at", DateTime),
+    Column("outcome", String(16)),  # sent, retry, failed, cancelled; null while in flight
+    Column("reply_code", Integer),
+    Column("reply", Text),
 )
 
 suppression = Table(

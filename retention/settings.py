@@ -55,6 +55,38 @@ class Settings(BaseSettings):
         description="A night with fewer rows in a table is judged as if it had this many (small nights).",
     )
 
+    # --- segments (README, "Segments") ---
+    abc_a_share: float = Field(0.80, gt=0, lt=1, description="Share of trailing-year revenue made by A customers.")
+    abc_b_share: float = Field(0.15, gt=0, lt=1, description="Share of trailing-year revenue made by B customers.")
+    exploration_max_orders: int = Field(2, ge=1, description="Up to this many orders a customer is exploring.")
+    commitment_min_orders: int = Field(5, ge=2, description="Orders needed, all time, for commitment.")
+    commitment_min_days: int = Field(365, ge=0, description="Days between first and last order needed for commitment.")
+    commitment_min_orders_12m: int = Field(2, ge=1, description="Orders in the trailing year needed for commitment.")
+    dissolution_factor: float = Field(3.0, gt=1, description="Silent for this many times the usual gap: dissolution.")
+    dissolution_min_days: int = Field(90, ge=1, description="Never dissolution before this many silent days.")
+    default_gap_days: float = Field(120, gt=0, description="Usual gap assumed for customers with one order day.")
+    service_cost_per_order: float = Field(5.0, ge=0, description="Cost of serving one order (picking, support).")
+    churn_monthly_discount: float = Field(0.01, ge=0, lt=1, description="Monthly discount rate of the 12-month CLV.")
+    snapshot_days: int = Field(
+        40, ge=2, description="Keep daily segment snapshots this many nights; first-of-month ones are kept for good."
+    )
+
+    # --- occasions (README, "Occasions") ---
+    occasion_priority: str = Field(
+        "thank_you,birthday,anniversary,win_back,feedback,next_purchase,accessory,new_stock",
+        description="Occasions from most to least important; one message a day per customer, the first wins.",
+    )
+    thank_every_order_for_a: bool = Field(True, description="Thank A customers after every order, not only the first.")
+    weekly_cap: int = Field(2, ge=1, description="At most this many messages per customer in any 7 nights.")
+    next_purchase_delay_days: int = Field(14, ge=0, description="Days after an order before suggesting the next product.")
+    accessory_delay_days: int = Field(3, ge=0, description="Days after an order before suggesting an accessory.")
+    recommendation_period_days: int = Field(
+        30, ge=1, description="At most one next-purchase (and one accessory) message per customer in this many days."
+    )
+    feedback_delay_days: int = Field(10, ge=1, description="Days after an order before asking for feedback.")
+    holdout_share: float = Field(0.05, ge=0, lt=1, description="Share of customers who get no messages (control group).")
+    holdout_salt: str = Field("retention-holdout-v1", description="Salt of the holdout hash; changing it reshuffles.")
+
     sender: str = Field("Retention Demo Shop <shop@example.com>", description="From address of messages.")
     shop_name: str = Field("Nordlicht Shop", description="Shop name as it appears in messages.")
     shop_url: str = Field("https://shop.example.com", description="Base URL for links in messages.")
@@ -86,6 +118,10 @@ class Settings(BaseSettings):
         if value not in LANGUAGES:
             raise ValueError(f"RETENTION_DEFAULT_LANGUAGE={value!r}: choose one of {', '.join(LANGUAGES)}")
         return value
+
+    @property
+    def priorities(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.occasion_priority.split(",") if name.strip())
 
     @cached_property
     def zone(self) -> ZoneInfo:

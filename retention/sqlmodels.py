@@ -8,6 +8,7 @@ model's rows in one transaction, so that a re-run gives the same state.
 
 from __future__ import annotations
 
+import datetime as dt
 from functools import cache
 from pathlib import Path
 
@@ -41,10 +42,24 @@ def _macro_names(module: object) -> list[str]:
     return [name for name in dir(module) if not name.startswith("_") and callable(getattr(module, name))]
 
 
+def _bind(conn: Connection, params: dict) -> dict:
+    """Bind dates and times the way SQLAlchemy stores them, so text comparisons hold on SQLite."""
+    if conn.dialect.name != "sqlite":
+        return params
+    out = {}
+    for key, value in params.items():
+        if isinstance(value, dt.datetime):
+            value = value.strftime("%Y-%m-%d %H:%M:%S.%f")
+        elif isinstance(value, dt.date):
+            value = value.isoformat()
+        out[key] = value
+    return out
+
+
 def select_model(conn: Connection, model: str, params: dict, **flags: object) -> list[dict]:
     """Run a model and return its rows (for small results such as occasions)."""
     sql = render(model, conn.dialect.name, **flags)
-    return [dict(row) for row in conn.execute(text(sql), params).mappings()]
+    return [dict(row) for row in conn.execute(text(sql), _bind(conn, params)).mappings()]
 
 
 def materialize(
@@ -64,4 +79,4 @@ def materialize(
     delete = target.delete() if scope is None else target.delete().where(scope)
     conn.execute(delete)
     insert = f"insert into {target.name} ({columns}) select {columns} from ({sql}) as model"
-    return conn.execute(text(insert), params).rowcount
+    return conn.execute(text(insert), _bind(conn, params)).rowcount

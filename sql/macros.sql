@@ -33,3 +33,8 @@ cast(julianday(date({{ end }})) - julianday(date({{ start }})) as integer)
 and {{ column }} in (select customer_id from changed_customers where night = {{ as_date("night") }})
 {%- endif -%}
 {%- endmacro %}
+
+{#- Month and day of a date or timestamp as 'MM-DD' (birthdays, anniversaries). -#}
+{% macro month_day(column) -%}
+{%- if dialect == "postgresql" -%}to_char({{ column }}, 'MM-DD'){%- else -%}strftime('%m-%d', {{ column }}){%- endif -%}
+{%- endmacro %}

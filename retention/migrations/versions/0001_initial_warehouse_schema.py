@@ -34,6 +34,17 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("night", "model", name=op.f("pk_churn_fits")),
     )
     op.create_table(
+        "churn_scores",
+        sa.Column("frequency", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("recency", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("age", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("customers", sa.Integer(), nullable=False),
+        sa.Column("p_alive", sa.Numeric(precision=6, scale=4), nullable=False),
+        sa.Column("expected_purchases_90d", sa.Numeric(precision=10, scale=4), nullable=False),
+        sa.Column("discounted_purchases_12m", sa.Numeric(precision=10, scale=4), nullable=False),
+        sa.PrimaryKeyConstraint("frequency", "recency", "age", name=op.f("pk_churn_scores")),
+    )
+    op.create_table(
         "customer_facts",
         sa.Column("customer_id", sa.Integer(), autoincrement=False, nullable=False),
         sa.Column("first_order_at", sa.DateTime(), nullable=True),
@@ -56,6 +67,22 @@ def upgrade() -> None:
         sa.Column("night", sa.Date(), nullable=False),
         sa.PrimaryKeyConstraint("customer_id", name=op.f("pk_customer_facts")),
     )
+    op.create_table(
+        "delivery_attempts",
+        sa.Column("attempt_id", sa.Integer(), nullable=False),
+        sa.Column("outbox_id", sa.Integer(), nullable=False),
+        sa.Column("attempt", sa.Integer(), nullable=False),
+        sa.Column("lease_owner", sa.String(length=128), nullable=False),
+        sa.Column("started_at", sa.DateTime(), nullable=False),
+        sa.Column("finished_at", sa.DateTime(), nullable=True),
+        sa.Column("outcome", sa.String(length=16), nullable=True),
+        sa.Column("reply_code", sa.Integer(), nullable=True),
+        sa.Column("reply", sa.Text(), nullable=True),
+        sa.PrimaryKeyConstraint("attempt_id", name=op.f("pk_delivery_attempts")),
+    )
+    with op.batch_alter_table("delivery_attempts", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_delivery_attempts_outbox_id"), ["outbox_id"], unique=False)
+
     op.create_table(
         "extract_watermark",
         sa.Column("source_table", sa.String(length=64), nullable=False),
@@ -97,6 +124,7 @@ def upgrade() -> None:
         sa.Column("send_at", sa.DateTime(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_at", sa.DateTime(), nullable=True),
         sa.Column("lease_owner", sa.String(length=128), nullable=True),
         sa.Column("lease_expires_at", sa.DateTime(), nullable=True),
         sa.Column("sent_at", sa.DateTime(), nullable=True),
@@ -315,7 +343,12 @@ def downgrade() -> None:
 
     op.drop_table("occasions")
     op.drop_table("extract_watermark")
+    with op.batch_alter_table("delivery_attempts", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_delivery_attempts_outbox_id"))
+
+    op.drop_table("delivery_attempts")
     op.drop_table("customer_facts")
+    op.drop_table("churn_scores")
     op.drop_table("churn_fits")
     op.drop_table("changed_customers")
     # ### end Alembic commands ###

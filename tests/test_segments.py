@@ -1,0 +1,167 @@
+"""Segments on hand-built customers: every expectation below is computed by hand in its comment.
+
+Night 2026-11-20 (Europe/Berlin): the window ends 2026-11-19 23:00 UTC, so "today" for day counts
+is 2026-11-19 and the trailing year starts 2025-11-19 23:00 UTC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import select
+
+from retention import schema
+from retention.night import night_for_date
+from retention.pipeline import run_night, warehouse_engine
+from tests.shop import Shop
+
+NIGHT = "2026-11-20"
+
+
+def _day(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text).replace(hour=10)
+
+
+class Orders:
+    """Give customers orders with one line each: quantity x 100.00 (cost 60.00)."""
+
+    def __init__(self, shop: Shop) -> None:
+        self.shop = shop
+        self.next_id = 1
+        shop.product(1)
+
+    def add(
+        self, customer_id: int, day: str, quantity: int = 1, returned: int = 0, status: str = "placed"
+    ) -> None:
+        when = _day(day)
+        self.shop.order(self.next_id, customer_id, when, status=status)
+        self.shop.item(
+            self.next_id, self.next_id, 1, quantity=quantity, returned_quantity=returned, updated_at=when
+        )
+        self.next_id += 1
+
+
+@pytest.fixture
+def shop(settings) -> Shop:
+    return Shop(settings.source)
+
+
+def _snapshot(settings) -> dict[int, dict]:
+    s = schema.segment_snapshots
+    with warehouse_engine(settings.warehouse).connect() as conn:
+        rows = conn.execute(select(s).where(s.c.night == dt.date.fromisoformat(NIGHT))).mappings()
+        return {row["customer_id"]: dict(row) for row in rows}
+
+
+def _run(settings) -> dict[int, dict]:
+    run_night(settings, night_for_date(NIGHT, settings.time_zone), "t")
+    return _snapshot(settings)
+
+
+def test_quintile_scores_share_the_lowest_score_of_a_tie(settings, shop) -> None:
+    orders = Orders(shop)
+    quantities = [1, 2, 3, 3, 5, 6, 7, 8, 9, 10]  # customers 3 and 4 tie on revenue
+    for customer_id, quantity in enumerate(quantities, start=1):
+        shop.customer(customer_id)
+        orders.add(customer_id, f"2026-10-{customer_id:02d}", quantity)
+    snap = _run(settings)
+    # m_rank 1,2,3,3,5,...,10 of 10 buyers -> 1 + 5*(rank-1)//10
+    assert [snap[c]["m_score"] for c in range(1, 11)] == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    # later orders are more recent: customer 10 ordered last -> highest recency score
+    assert [snap[c]["r_score"] for c in range(1, 11)] == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    # everyone has one order: one tie, the lowest score
+    assert {snap[c]["f_score"] for c in range(1, 11)} == {1}
+
+
+def test_single_order_customer_is_exploring_with_no_usual_gap(settings, shop) -> None:
+    orders = Orders(shop)
+    shop.customer(1)
+    orders.add(1, "2026-11-01")
+    snap = _run(settings)[1]
+    assert (snap["frequency"], snap["recency_days"], snap["lifecycle_phase"]) == (1, 18, "exploration")
+
+
+def test_customer_with_only_returns_has_zero_revenue_and_is_unprofitable(settings, shop) -> None:
+    orders = Orders(shop)
+    shop.customer(1)
+    orders.add(1, "2026-10-01", quantity=2, returned=2)
+    snap = _run(settings)[1]
+    # revenue 0, margin 0, one order costs 5.00 to serve -> profit -5.00
+    assert float(snap["monetary"]) == 0.0
+    assert snap["abc_class"] == "C"
+    assert float(snap["profit_12m"]) == -5.0
+    assert snap["unprofitable"] is True or snap["unprofitable"] == 1
+
+
+def test_customer_who_never_bought_is_a_prospect_in_awareness(settings, shop) -> None:
+    Orders(shop)
+    shop.customer(1)
+    snap = _run(settings)[1]
+    assert (snap["rfm_segment"], snap["lifecycle_phase"], snap["abc_class"]) == ("prospect", "awareness", "C")
+    assert snap["r_score"] is None and not snap["unprofitable"]
+
+
+def test_dissolution_starts_the_day_after_three_usual_gaps(settings, shop) -> None:
+    orders = Orders(shop)
+    shop.customer(20)  # gap 40 days, silent 120 days = exactly 3 gaps: not yet
+    orders.add(20, "2026-06-12")
+    orders.add(20, "2026-07-22")
+    shop.customer(21)  # gap 40 days, silent 121 days
+    orders.add(21, "2026-06-11")
+    orders.add(21, "2026-07-21")
+    snap = _run(settings)
+    assert (snap[20]["recency_days"], snap[20]["lifecycle_phase"]) == (120, "exploration")
+    assert (snap[21]["recency_days"], snap[21]["lifecycle_phase"]) == (121, "dissolution")
+
+
+def test_commitment_needs_a_full_year_between_first_and_last_order(settings, shop) -> None:
+    orders = Orders(shop)
+    for customer_id, first in ((30, "2025-11-19"), (31, "2025-11-20")):
+        shop.customer(customer_id)
+        for day in (first, "2026-03-01", "2026-06-01", "2026-09-01", "2026-11-19"):
+            orders.add(customer_id, day)
+    snap = _run(settings)
+    assert snap[30]["lifecycle_phase"] == "commitment"  # 365 days active, 5 orders, 4 in the year
+    assert snap[31]["lifecycle_phase"] == "expansion"  # 364 days active
+
+
+def test_abc_classes_split_trailing_revenue_80_15_5(settings, shop) -> None:
+    orders = Orders(shop)
+    for customer_id in (1, 2, 3):
+        shop.customer(customer_id)
+    orders.add(1, "2026-10-01", quantity=10)
+    orders.add(1, "2026-10-02", quantity=6)  # 1600
+    orders.add(2, "2026-10-03", quantity=3)  # 300
+    orders.add(3, "2026-10-04", quantity=1)  # 100 -> total 2000
+    # before 1: 0 < 1600 -> A; before 2: 1600, not below 0.80*2000 = 1600 -> B (1600 < 1900);
+    # before 3: 1900, not below 0.95*2000 = 1900 -> C. Both lie exactly on a threshold.
+    snap = _run(settings)
+    assert [snap[c]["abc_class"] for c in (1, 2, 3)] == ["A", "B", "C"]
+
+
+def test_cancelled_orders_do_not_count(settings, shop) -> None:
+    orders = Orders(shop)
+    shop.customer(1)
+    orders.add(1, "2026-10-01")
+    orders.add(1, "2026-10-10", status="cancelled")
+    snap = _run(settings)[1]
+    assert (snap["frequency"], float(snap["monetary"]), snap["recency_days"]) == (1, 100.0, 49)
+
+
+def test_segment_counts_add_up_to_the_customers(settings, shop) -> None:
+    orders = Orders(shop)
+    for customer_id in range(1, 31):
+        shop.customer(customer_id)
+        for n in range(customer_id % 4):
+            orders.add(
+                customer_id, f"2026-{1 + customer_id % 10:02d}-{1 + n * 7:02d}", quantity=1 + customer_id % 3
+            )
+    run_night(settings, night_for_date(NIGHT, settings.time_zone), "t")
+    from retention.segments import segment_summary
+
+    with warehouse_engine(settings.warehouse).connect() as conn:
+        summary = segment_summary(conn, dt.date.fromisoformat(NIGHT))
+    assert summary["customers"] == 30
+    for dimension in ("rfm", "abc", "lifecycle"):
+        assert sum(summary[dimension].values()) == 30, dimension
