@@ -3,7 +3,8 @@
 
 Every night, for the night of the run (see `retention.night`): take in the shop's
 changes of the previous local day, hold back bad rows, recompute the facts of the
-customers who changed, find the day's occasions and render their messages into the
+customers who changed, score every customer (RFM, ABC, lifecycle, churn, value), find the
+day's occasions and render their messages into the
 outbox, each with a `send_at` inside the customer's own send window.
 `retention_delivery` sends them.
 
@@ -93,6 +94,13 @@ def retention_nightly():
             settings, night, context["run_id"], full_rebuild=bool(context["params"]["full_refresh"])
         )
 
+    @task(outlets=[ASSETS["segments"]])
+    def segments(**context) -> dict:
+        from retention.pipeline import stage_segments
+
+        settings, night = _night(context)
+        return stage_segments(settings, night, context["run_id"])
+
     @task(outlets=[ASSETS["occasions"]])
     def occasions(**context) -> dict:
         from retention.pipeline import stage_occasions
@@ -108,7 +116,7 @@ def retention_nightly():
         settings, night = _night(context)
         return stage_render(settings, night, context["run_id"], secret=unsubscribe_secret())
 
-    migrate() >> extract() >> quality() >> customer_facts() >> occasions() >> render()
+    migrate() >> extract() >> quality() >> customer_facts() >> segments() >> occasions() >> render()
 
 
 retention_nightly()

@@ -26,6 +26,8 @@ ASSETS = {
     "staging": Asset("warehouse://retention/staging"),
     "quarantine": Asset("warehouse://retention/quarantine"),
     "customer_facts": Asset("warehouse://retention/customer_facts"),
+    "segments": Asset("warehouse://retention/segment_snapshots"),
+    "recommendations": Asset("warehouse://retention/recommendations"),
     "occasions": Asset("warehouse://retention/occasions"),
     "outbox": Asset("warehouse://retention/outbox"),
 }

@@ -90,7 +90,7 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     from retention.pipeline import warehouse_engine
     from retention.report import quarantine_report
 
-    report = quarantine_report(warehouse_engine(_settings(args).warehouse), args.rule, args.limit)
+    report = quarantine_report(warehouse_engine(_settings(args).warehouse), args.rule, args.limit, args.all)
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False))
         return 0
@@ -116,6 +116,72 @@ def cmd_smtp_sink(args: argparse.Namespace) -> int:
     else:
         smtp_sink.serve(args.port, folder)
     return 0
+
+
+def cmd_templates(args: argparse.Namespace) -> int:
+    from retention.lint import lint, preview, template_files
+    from retention.render import Renderer
+
+    settings = _settings(args)
+    folder = Path(args.dir) if args.dir else settings.templates_path
+    if args.action == "lint":
+        problems = lint(folder, settings.default_language, settings.shop_name, settings.shop_url)
+        for problem in problems:
+            print(problem)
+        errors = sum(problem.is_error for problem in problems)
+        warnings = len(problems) - errors
+        if errors:
+            print(f"{errors} errors, {warnings} warnings in {folder}", file=sys.stderr)
+            return 1
+        suffix = f" ({warnings} warnings)" if warnings else ""
+        print(f"{len(template_files(folder))} templates OK{suffix}")
+        return 0
+    language, context = args.language or settings.default_language, None
+    if args.customer is not None:
+        language, context = _customer_preview_context(settings, args.customer, args.occasion, args.language)
+    out = Path(args.out) if args.out else settings.home_dir / "preview"
+    subject, html_path, text_path = preview(
+        folder, args.occasion, language, out, context, settings.default_language
+    )
+    print(f"Subject: {subject}")
+    print(f"wrote {html_path} and {text_path}")
+    used = Renderer(folder, settings.default_language).template_name(args.occasion, language)
+    if not used.endswith(f"/{language}.jinja"):
+        print(f"note: no {language} template, rendered {used}")
+    return 0
+
+
+def _customer_preview_context(
+    settings: Settings, customer_id: int, occasion: str, language: str | None
+) -> tuple[str, dict]:
+    """A real customer's name, language and country, with sample values for the occasion."""
+    from sqlalchemy import select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from retention import schema
+    from retention.pipeline import warehouse_engine
+    from retention.samples import customer_context, sample_context
+
+    customers = schema.stg_customers
+    query = select(
+        customers.c.first_name, customers.c.last_name, customers.c.language, customers.c.country
+    ).where(customers.c.customer_id == customer_id)
+    try:
+        with warehouse_engine(settings.warehouse).connect() as conn:
+            row = conn.execute(query).first()
+    except SQLAlchemyError as exc:  # SQLAlchemy's messages span lines; the CLI promises one
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise SystemExit(
+            f"retention templates: cannot read stg_customers from {_safe_url(settings.warehouse)}: {reason} "
+            "(run `retention nightly` first?)"
+        ) from exc
+    if row is None:
+        raise SystemExit(
+            f"retention templates: no customer {customer_id} in stg_customers of {_safe_url(settings.warehouse)}"
+        )
+    language = language or row.language
+    customer = customer_context(row.first_name, row.last_name, language, row.country)
+    return language, sample_context(occasion, language, settings.shop_name, settings.shop_url, customer)
 
 
 def _safe_url(url: str) -> str:
@@ -161,7 +227,35 @@ def _parser() -> argparse.ArgumentParser:
     p = command("quarantine", cmd_quarantine, "the bad rows and why they were held back")
     p.add_argument("--rule", help="only this rule (e.g. malformed_email)")
     p.add_argument("--limit", type=int, default=1000, help="list at most this many rows (default 1000)")
+    p.add_argument("--all", action="store_true", help="also rows that loaded later, once their missing parent arrived")
     p.add_argument("--json", action="store_true", help="machine-readable output (a stable contract)")
+
+    p = command("templates", cmd_templates, "check every template in every language, or render one to files")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    lint_p = actions.add_parser(
+        "lint",
+        help="render every template against sample customers and report problems as file:line: message",
+        description="Render every template of every occasion in every language against sample customers; "
+        "print each problem as file:line: message; exit 1 on any error.",
+    )
+    lint_p.add_argument("--dir", help="templates folder (default: RETENTION_TEMPLATES_DIR or the repo's templates/)")
+    preview_p = actions.add_parser(
+        "preview",
+        help="render one occasion to OCCASION-LANG.html and .txt and print the subject",
+        description="Render one occasion in one language to OCCASION-LANG.html and OCCASION-LANG.txt "
+        "and print the subject. With --customer ID the customer's name, language and country come from "
+        "stg_customers in the warehouse (--url); the occasion's own values "
+        "(order, products, dates) are still sample values, and the unsubscribe link is a placeholder.",
+    )
+    preview_p.add_argument("occasion", help="e.g. thank_you, birthday, anniversary, win_back, new_stock")
+    preview_p.add_argument(
+        "--language", help="en, de, nb or et (default: the customer's language, else RETENTION_DEFAULT_LANGUAGE)"
+    )
+    preview_p.add_argument("--customer", type=int, metavar="ID", help="a customer id from stg_customers")
+    preview_p.add_argument("--out", help="folder for the two files (default: $RETENTION_HOME/preview)")
+    # SUPPRESS: given here it wins, absent it leaves the --url given before the action alone.
+    preview_p.add_argument("--url", default=argparse.SUPPRESS, help="warehouse URL for --customer")
+    preview_p.add_argument("--dir", help="templates folder (default: RETENTION_TEMPLATES_DIR or the repo's templates/)")
 
     p = command("smtp-sink", cmd_smtp_sink, "a local SMTP server that saves every message as an .eml file")
     p.add_argument(

@@ -154,7 +154,7 @@ def _occasion_fields(item: dict, lookups: Lookups, fmt: _Formatter, occasion_dat
     occasion = item["occasion"]
     order = lookups.orders.get(item.get("order_id"))
     if occasion == "thank_you":
-        return {"order": fmt.order(order)}
+        return {"order": {**fmt.order(order), "first": bool(int(item.get("first_order", 1)))}}
     if occasion == "anniversary":
         return {
             "years": int(item["years"]),

@@ -39,6 +39,7 @@ class TableResult:
     table: str
     read: int = 0
     loaded: int = 0
+    recovered: int = 0  # rows held back on an earlier night for a missing parent, loaded now
     quarantined: Counter = field(default_factory=Counter)
 
     @property
@@ -57,6 +58,7 @@ class ExtractResult:
             by_rule.update(result.quarantined)
         return {
             "rows": {name: r.loaded for name, r in self.tables.items()},
+            "recovered": {name: r.recovered for name, r in self.tables.items() if r.recovered},
             "read": {name: r.read for name, r in self.tables.items()},
             "quarantined": dict(sorted(by_rule.items())),
             "quarantined_by_table": {name: dict(r.quarantined) for name, r in self.tables.items()},
@@ -149,8 +151,59 @@ def _extract_table(
             result.loaded,
             result.bad,
         )
+    result.recovered = _retry_orphans(source_engine, warehouse, name, night, run_id, settings)
     _advance_watermark(warehouse, name, night)
     return result
+
+
+def _retry_orphans(
+    source_engine: Engine, warehouse: Engine, name: str, night: Night, run_id: str, settings: Settings
+) -> int:
+    """Load rows held back earlier because their parent was missing, if the parent has arrived.
+
+    A parent can arrive after its child (a product edited today, ordered yesterday): the
+    child was quarantined as ``unknown_product`` and its ``updated_at`` will not bring it
+    back. So every night re-reads those children from the source, checks them again, and
+    marks their quarantine rows resolved when they load.
+    """
+    rules = [rule for _, _, rule in _REFERENCES.get(name, [])]
+    if not rules:
+        return 0
+    q = schema.quarantine
+    with warehouse.connect() as conn:
+        keys = conn.execute(
+            select(q.c.source_key)
+            .where(q.c.source_table == name, q.c.rule.in_(rules), q.c.resolved_night.is_(None))
+            .distinct()
+        ).scalars().all()
+    table: Table = source.metadata.tables[name]
+    key = schema.STAGING_KEYS[name]
+    recovered = 0
+    for start in range(0, len(keys), settings.chunk_size):
+        ids = [int(k) for k in keys[start : start + settings.chunk_size] if k.lstrip("-").isdigit()]
+        with source_engine.connect() as conn:
+            rows = conn.execute(
+                select(table)
+                .where(table.c[key].in_(ids), table.c.updated_at < night.window_end_naive)
+                .order_by(table.c[key], table.c.updated_at.desc())
+            ).mappings().all()
+        chunk, previous = _Chunk(), None
+        for row in rows:
+            previous = _sort_row(name, key, dict(row), previous, night.window_end_naive, chunk)
+        with warehouse.begin() as conn:
+            _check_references(conn, name, chunk)
+            _write(conn, name, chunk, night, run_id, settings)
+            loaded = [str(row[key]) for row in chunk.good]
+            if loaded:
+                conn.execute(
+                    q.update()
+                    .where(q.c.source_table == name, q.c.source_key.in_(loaded), q.c.rule.in_(rules))
+                    .values(resolved_night=night.date)
+                )
+        recovered += len(chunk.good)
+    if recovered:
+        log.info("extract %s: %d rows held back for a missing parent loaded now", name, recovered)
+    return recovered
 
 
 def _sort_row(

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from retention import schema
 from retention.db import engine_for, insert_ignore
@@ -180,12 +180,41 @@ def stage_facts(settings: Settings, night: Night, run_id: str, full_rebuild: boo
     return counts
 
 
+def _later_night(engine: Engine, night: Night, stage: str) -> dt.date | None:
+    """The latest night after this one that already completed ``stage``, if any."""
+    log_ = schema.run_log
+    with engine.connect() as conn:
+        return conn.execute(
+            select(func.max(log_.c.night)).where(
+                log_.c.stage == stage, log_.c.status == "ok", log_.c.night > night.date
+            )
+        ).scalar()
+
+
+def _skip_if_superseded(engine: Engine, night: Night, stage: str, counts: dict) -> bool:
+    """Re-running an old night after later ones leaves its derived state as it was.
+
+    Facts are the current state of each customer; recomputing an old night's snapshot
+    or occasions from them would rewrite history with later knowledge. So a re-run of
+    a superseded night changes nothing here (and the outbox key makes sure it sends
+    nothing twice).
+    """
+    later = _later_night(engine, night, stage)
+    if later is None:
+        return False
+    counts["skipped"] = f"night {later} has already run; {stage} of {night} stay as they were"
+    log.warning("%s: %s", stage, counts["skipped"])
+    return True
+
+
 def stage_segments(settings: Settings, night: Night, run_id: str) -> dict:
     """Churn fit, tonight's segment snapshot, the segment report and its chart."""
     from retention import segments
 
     with _stage(settings, night, run_id, "segments") as counts:
         engine = warehouse_engine(settings.warehouse)
+        if _skip_if_superseded(engine, night, "segments", counts):
+            return counts
         with engine.begin() as conn:
             fits = segments.fit_churn(conn, night, settings)
             counts["snapshot_rows"] = segments.build_snapshots(conn, night, settings, fits)
@@ -200,6 +229,8 @@ def stage_segments(settings: Settings, night: Night, run_id: str) -> dict:
 
 def stage_occasions(settings: Settings, night: Night, run_id: str) -> dict:
     with _stage(settings, night, run_id, "occasions") as counts:
+        if _skip_if_superseded(warehouse_engine(settings.warehouse), night, "occasions", counts):
+            return counts
         counts.update(detect(warehouse_engine(settings.warehouse), night, settings))
     return counts
 

@@ -102,16 +102,20 @@ def holdout_report(conn, night: dt.date) -> dict:
     return dict(sorted(report.items()))
 
 
-def quarantine_report(engine: Engine, rule: str | None = None, limit: int = 1000) -> dict:
-    """The held-back rows and why, newest night first."""
+def quarantine_report(
+    engine: Engine, rule: str | None = None, limit: int = 1000, include_resolved: bool = False
+) -> dict:
+    """The held-back rows and why, newest night first (rows that loaded later only on request)."""
     q = schema.quarantine
     where = [q.c.rule == rule] if rule else []
+    if not include_resolved:
+        where.append(q.c.resolved_night.is_(None))
     with engine.connect() as conn:
         by_rule = dict(
             sorted(conn.execute(select(q.c.rule, func.count()).where(*where).group_by(q.c.rule)).all())
         )
         rows = conn.execute(
-            select(q.c.source_table, q.c.source_key, q.c.rule, q.c.detail, q.c.night, q.c.raw)
+            select(q.c.source_table, q.c.source_key, q.c.rule, q.c.detail, q.c.night, q.c.resolved_night, q.c.raw)
             .where(*where)
             .order_by(q.c.night.desc(), q.c.source_table, q.c.rule, q.c.source_key)
             .limit(limit)

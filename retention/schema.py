@@ -127,6 +127,8 @@ quarantine = Table(
     Column("raw", Text, nullable=False),  # the source row as JSON
     Column("night", Date, nullable=False),
     Column("run_id", String(250), nullable=False),
+    # Set when a row held back for a missing parent loaded later, once the parent arrived.
+    Column("resolved_night", Date),
     UniqueConstraint("source_table", "source_key", "rule", "row_hash", name="uq_quarantine_row"),
 )
 

@@ -42,7 +42,7 @@ def airflow_env(home: Path, *, warehouse_url: str, source_url: str, smtp_port: i
 
 def run(args: list[str], env: dict[str, str], cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """Run a command; on failure, the assertion shows its output."""
-    proc = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, (
         f"{' '.join(args)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     )

@@ -157,3 +157,18 @@ def test_extract_streams_in_chunks(settings, shop) -> None:
         shop.customer(cid, updated_at=DAY1)
     counts = stage_extract(settings, night_for_date("2026-11-20", settings.time_zone), "t1")
     assert counts["rows"]["customers"] == 250
+
+
+def test_a_child_held_back_for_a_late_parent_loads_when_the_parent_arrives(settings, shop) -> None:
+    shop.customer(1, updated_at=DAY1)
+    shop.product(10, updated_at=DAY2)  # edited the next day: not in night 11-20's window
+    shop.order(100, 1, DAY1)
+    shop.item(1000, 100, 10, updated_at=DAY1)
+    first = stage_extract(settings, night_for_date("2026-11-20", settings.time_zone), "t1")
+    assert first["quarantined"] == {"unknown_product": 1}
+    second = stage_extract(settings, night_for_date("2026-11-21", settings.time_zone), "t2")
+    assert second["recovered"] == {"order_items": 1}
+    assert _count(settings, schema.stg_order_items) == 1
+    q = schema.quarantine
+    with warehouse_engine(settings.warehouse).connect() as conn:
+        assert conn.execute(select(q.c.resolved_night)).scalar() == dt.date(2026, 11, 21)

@@ -163,6 +163,7 @@ def upgrade() -> None:
         sa.Column("raw", sa.Text(), nullable=False),
         sa.Column("night", sa.Date(), nullable=False),
         sa.Column("run_id", sa.String(length=250), nullable=False),
+        sa.Column("resolved_night", sa.Date(), nullable=True),
         sa.PrimaryKeyConstraint("quarantine_id", name=op.f("pk_quarantine")),
         sa.UniqueConstraint("source_table", "source_key", "rule", "row_hash", name="uq_quarantine_row"),
     )
