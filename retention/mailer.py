@@ -1,40 +1,55 @@
-"""Deliver due outbox messages over SMTP with yagmail, recording each fate as it happens.
+"""The SMTP side of delivery: the session (owned by yagmail), the message, the reply.
 
-yagmail owns the SMTP session (connect, SSL or STARTTLS, login, one session per
-batch); the message itself is built with the standard library so that the text and
-HTML parts, the Message-ID derived from the outbox key and the RFC 8058
-List-Unsubscribe headers are exactly what we want.
+What goes out, and how a reply is judged, lives here; *when* and *whether* a message
+goes out (claims, leases, retries, consent) lives in :mod:`retention.delivery`.
 
-A message is claimed (``sending``, with a lease) before it goes out and marked
-``sent`` right after the server accepted it. A ``sending`` row whose lease expired
-belongs to a process that died mid-send: it becomes ``unknown`` and is never resent
-silently.
+Why yagmail only owns the session: ``yagmail.SMTP`` knows how to connect with SSL or
+STARTTLS and log in from the connection's fields, so the Airflow connection
+``smtp_default`` maps onto it directly. Its own message builder, however, merges the
+text and the HTML into one part of its choosing and invents its own Message-ID, and its
+``send``/``_attempt_send`` silently sleeps and retries on a dropped connection, which
+would defeat the exactly-once bookkeeping. So the message is a stdlib
+:class:`~email.message.EmailMessage` (text and HTML alternatives, a Message-ID derived
+from the outbox key, RFC 8058 headers), and it goes through the session's ``smtplib``
+object command by command (MAIL, RCPT, DATA) so that the server's exact reply to each
+step is known and recorded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import email.policy
 import json
 import logging
 import os
 import smtplib
-import socket
 from dataclasses import dataclass
 from email.message import EmailMessage
-from email.utils import format_datetime
-from urllib.parse import parse_qs, unquote, urlparse
+from email.utils import format_datetime, parseaddr
+from typing import Any
+from urllib.parse import parse_qs, quote, unquote, urlparse
 
 import yagmail
-from sqlalchemy import Connection, Engine, and_, select
 
-from retention import schema
-from retention.unsubscribe import email_hash, sign
+from retention.unsubscribe import sign
 
-__all__ = ["SmtpConfig", "build_message", "deliver"]
+__all__ = [
+    "HARD_BOUNCE_CODES",
+    "Reply",
+    "SmtpConfig",
+    "SmtpSession",
+    "SmtpUnavailable",
+    "Unsubscribe",
+    "build_message",
+    "deliver",
+    "unsubscribe_links",
+]
 
 log = logging.getLogger(__name__)
 
-LEASE_SECONDS = 300
+#: Permanent replies that say the mailbox does not exist (or may not be used): never write again.
+HARD_BOUNCE_CODES = frozenset({550, 551, 553})
 
 
 @dataclass(frozen=True)
@@ -123,6 +138,7 @@ def _flag(value: object) -> bool:
 
 
 def _client(config: SmtpConfig) -> yagmail.SMTP:
+    """A yagmail session object (not yet connected) for the configured server."""
     return yagmail.SMTP(
         user=config.login or "",
         password=config.password,
@@ -136,14 +152,199 @@ def _client(config: SmtpConfig) -> yagmail.SMTP:
     )
 
 
-def build_message(row: dict, sender: str, unsubscribe_mailto: str, unsubscribe_url: str) -> EmailMessage:
-    """The MIME message for one outbox row: text and HTML alternatives, RFC 8058 headers."""
-    msg = EmailMessage()
+class SmtpUnavailable(ConnectionError):
+    """The SMTP server cannot be reached at all (down, refused, TLS or login failure)."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the server said to one message; ``code`` is None when the connection dropped."""
+
+    code: int | None
+    text: str
+    stage: str  # MAIL, RCPT, DATA, or CONNECT
+
+    @property
+    def accepted(self) -> bool:
+        return self.code is not None and 200 <= self.code < 300
+
+    @property
+    def transient(self) -> bool:
+        """Worth another try later: a 4xx reply, or no reply at all (the connection dropped)."""
+        return self.code is None or 400 <= self.code < 500
+
+    @property
+    def hard_bounce(self) -> bool:
+        return self.code in HARD_BOUNCE_CODES
+
+    @property
+    def session_lost(self) -> bool:
+        """After these the server has closed (or will close) the connection: reconnect."""
+        return self.code is None or self.code == 421
+
+    def __str__(self) -> str:
+        code = "---" if self.code is None else str(self.code)
+        return f"{code} {self.text} [{self.stage}]"[:1000]
+
+
+class SmtpSession:
+    """One SMTP session for a batch of messages, reopened after the server drops it.
+
+    ``open()`` raises :class:`SmtpUnavailable` when no session can be had; the caller
+    then stops before claiming another message. ``send()`` never raises for what the
+    server says or for a dropped connection: it returns the :class:`Reply`.
+    """
+
+    def __init__(self, config: SmtpConfig) -> None:
+        self.config = config
+        self._client: yagmail.SMTP | None = None
+        self.opened = 0  # sessions opened so far (tests check the reuse)
+
+    @property
+    def is_open(self) -> bool:
+        return self._client is not None
+
+    def open(self) -> None:
+        if self._client is not None:
+            return
+        client = _client(self.config)
+        try:
+            client.login()  # connect, SSL or STARTTLS, and login unless the connection has none
+        except (smtplib.SMTPException, OSError) as exc:
+            client.is_closed = True  # nothing to QUIT; keeps yagmail's __del__ quiet
+            raise SmtpUnavailable(f"cannot open an SMTP session with {self.config!r}: {exc}") from exc
+        self._client = client
+        self.opened += 1
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            # A session that is already gone needs no QUIT.
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                client.close()
+
+    def send(self, msg: EmailMessage) -> Reply:
+        """MAIL, RCPT and DATA for one message; the reply that decided its fate."""
+        self.open()
+        assert self._client is not None
+        try:
+            reply = _transmit(self._client.smtp, msg)
+        except smtplib.SMTPServerDisconnected as exc:
+            reply = Reply(None, f"connection dropped: {exc or 'closed by the server'}", "DATA")
+        except smtplib.SMTPResponseException as exc:
+            reply = Reply(exc.smtp_code, _text(exc.smtp_error), "DATA")
+        except OSError as exc:
+            reply = Reply(None, f"connection dropped: {type(exc).__name__}: {exc}", "DATA")
+        if reply.session_lost:
+            self.close()
+        return reply
+
+    def __enter__(self) -> SmtpSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _transmit(smtp: smtplib.SMTP, msg: EmailMessage) -> Reply:
+    """One transaction, like ``smtplib.sendmail`` but keeping the reply to each step."""
+    smtp.ehlo_or_helo_if_needed()
+    sender = parseaddr(msg["From"])[1]
+    recipient = parseaddr(msg["To"])[1]
+    data = msg.as_bytes()  # MAIL_POLICY: CRLF line endings, as SMTP wants
+    options = ["BODY=8BITMIME"] if not data.isascii() and smtp.has_extn("8bitmime") else []
+    if not (sender + recipient).isascii() and smtp.has_extn("smtputf8"):
+        options.append("SMTPUTF8")
+    code, text = smtp.mail(sender, options)
+    if code != 250:
+        return _refused(smtp, code, text, "MAIL")
+    code, text = smtp.rcpt(recipient)
+    if code not in (250, 251):
+        return _refused(smtp, code, text, "RCPT")
+    code, text = smtp.data(data)  # raises SMTPDataError when DATA itself is refused
+    return Reply(code, _text(text), "DATA")
+
+
+def _refused(smtp: smtplib.SMTP, code: int, text: bytes, stage: str) -> Reply:
+    if code != 421:
+        # End the failed transaction so that the session serves the next message; after a
+        # 421 the server closes the session anyway.
+        with contextlib.suppress(smtplib.SMTPException, OSError):
+            smtp.rset()
+    return Reply(code, _text(text), stage)
+
+
+class _MailPolicy(email.policy.EmailPolicy):
+    """SMTP's policy, except that URI-list headers are folded between URIs, never encoded.
+
+    The email package folds a header longer than 78 characters, and a single "word" that is
+    still too long (our signed https link is) becomes an RFC 2047 encoded-word, which no
+    mail client would recognise as a List-Unsubscribe URI (RFC 2369 wants them verbatim).
+    """
+
+    _URI_LISTS = frozenset({"list-unsubscribe"})
+
+    def _uri_list(self, name: str, value: str) -> str:
+        # The value passed header_store_parse, which refuses CR and LF; ASCII is required here.
+        value.encode("ascii")
+        return f"{name}: {value.replace(', ', ',' + self.linesep + ' ')}{self.linesep}"
+
+    def fold(self, name: str, value: str) -> str:
+        if name.lower() in self._URI_LISTS:
+            return self._uri_list(name, str(value))
+        return super().fold(name, value)
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        if name.lower() in self._URI_LISTS:
+            return self._uri_list(name, str(value)).encode("ascii")
+        return super().fold_binary(name, value)
+
+
+#: The policy of every message we build: SMTP line endings, unsubscribe URIs verbatim.
+MAIL_POLICY = _MailPolicy(linesep="\r\n")
+
+
+@dataclass(frozen=True)
+class Unsubscribe:
+    """Where a recipient unsubscribes: a mailto address and the shop's one-click URL."""
+
+    mailto: str  # unsubscribe@example.com
+    url: str  # https://shop.example.com/unsubscribe
+
+    @classmethod
+    def for_shop(cls, sender: str, shop_url: str, mailto: str | None = None) -> Unsubscribe:
+        domain = parseaddr(sender)[1].rpartition("@")[2] or "example.com"
+        return cls(mailto or f"unsubscribe@{domain}", f"{shop_url.rstrip('/')}/unsubscribe")
+
+
+def unsubscribe_links(
+    where: Unsubscribe, secret: bytes, customer_id: int, email_address: str
+) -> tuple[str, str]:
+    """The signed per-recipient mailto and https links (the token proves who asked)."""
+    token = sign(secret, customer_id, email_address)
+    return f"mailto:{where.mailto}?subject={quote('unsubscribe ' + token)}", f"{where.url}?token={token}"
+
+
+def build_message(
+    row: dict, sender: str, unsubscribe_mailto: str, unsubscribe_url: str, date: dt.datetime | None = None
+) -> EmailMessage:
+    """The MIME message for one outbox row: text and HTML alternatives, RFC 8058 headers.
+
+    The Message-ID is the outbox row's, derived from the outbox key, so any resend of the
+    same message carries the same id and a receiver (or a test) can spot a duplicate.
+    The default policy refuses CR or LF in a header value (``ValueError``).
+    """
+    msg = EmailMessage(policy=MAIL_POLICY)
     msg["From"] = sender
     msg["To"] = row["email"]
     msg["Subject"] = row["subject"]
     msg["Message-ID"] = row["message_id"]
-    msg["Date"] = format_datetime(row["send_at"].replace(tzinfo=dt.UTC))
+    when = (date or row["send_at"]).replace(tzinfo=dt.UTC)
+    msg["Date"] = format_datetime(when)
     msg["List-Unsubscribe"] = f"<{unsubscribe_mailto}>, <{unsubscribe_url}>"
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg["X-Retention-Occasion"] = row["occasion"]
@@ -152,146 +353,8 @@ def build_message(row: dict, sender: str, unsubscribe_mailto: str, unsubscribe_u
     return msg
 
 
-def _due(conn: Connection, until: dt.datetime, limit: int) -> list[int]:
-    box = schema.outbox
-    query = (
-        select(box.c.outbox_id)
-        .where(box.c.status == "queued", box.c.send_at <= until)
-        .order_by(box.c.send_at, box.c.outbox_id)
-        .limit(limit)
-    )
-    return list(conn.execute(query).scalars())
+def deliver(*args: Any, **kwargs: Any) -> dict[str, int]:
+    """Kept for callers of the first version; see :func:`retention.delivery.deliver`."""
+    from retention.delivery import deliver as _deliver  # delivery imports this module
 
-
-def expire_leases(warehouse: Engine, now: dt.datetime) -> int:
-    """Mark messages whose sender died mid-send as ``unknown`` (never resent silently)."""
-    box = schema.outbox
-    with warehouse.begin() as conn:
-        result = conn.execute(
-            box.update()
-            .where(box.c.status == "sending", box.c.lease_expires_at < now)
-            .values(status="unknown", smtp_reply="lease expired: the sending process died; fate unknown")
-        )
-    return result.rowcount
-
-
-def _claim(warehouse: Engine, outbox_id: int, owner: str, now: dt.datetime) -> dict | None:
-    box = schema.outbox
-    with warehouse.begin() as conn:
-        claimed = conn.execute(
-            box.update()
-            .where(box.c.outbox_id == outbox_id, box.c.status == "queued")
-            .values(
-                status="sending",
-                lease_owner=owner,
-                lease_expires_at=now + dt.timedelta(seconds=LEASE_SECONDS),
-                attempts=box.c.attempts + 1,
-            )
-        ).rowcount
-        if claimed != 1:
-            return None
-        return dict(conn.execute(select(box).where(box.c.outbox_id == outbox_id)).mappings().one())
-
-
-def _still_wanted(warehouse: Engine, row: dict) -> str | None:
-    """Consent and suppression, checked again at send time: the reason not to send, if any."""
-    cust, supp = schema.stg_customers, schema.suppression
-    with warehouse.connect() as conn:
-        consent = conn.execute(
-            select(cust.c.marketing_consent).where(
-                and_(cust.c.customer_id == row["customer_id"], cust.c.email == row["email"])
-            )
-        ).scalar()
-        suppressed = conn.execute(
-            select(supp.c.email_hash).where(supp.c.email_hash == email_hash(row["email"]))
-        ).scalar()
-    if not consent:
-        return "no marketing consent at send time (or the address changed)"
-    if suppressed:
-        return "address suppressed at send time"
-    return None
-
-
-def _finish(warehouse: Engine, outbox_id: int, status: str, reply: str, sent_at: dt.datetime | None) -> None:
-    box = schema.outbox
-    with warehouse.begin() as conn:
-        conn.execute(
-            box.update()
-            .where(box.c.outbox_id == outbox_id)
-            .values(
-                status=status,
-                smtp_reply=reply[:1000],
-                sent_at=sent_at,
-                lease_owner=None,
-                lease_expires_at=None,
-            )
-        )
-
-
-def deliver(
-    warehouse: Engine,
-    config: SmtpConfig,
-    *,
-    until: dt.datetime,
-    sender: str,
-    shop_url: str,
-    secret: bytes,
-    limit: int = 10_000,
-    dry_run: bool = False,
-) -> dict[str, int]:
-    """Send the queued messages whose ``send_at`` is at or before ``until`` (naive UTC)."""
-    owner = f"{socket.gethostname()}:{os.getpid()}"
-    counts = {"sent": 0, "failed": 0, "cancelled": 0, "unknown": 0, "would_send": 0}
-    counts["unknown"] = expire_leases(warehouse, _now())
-    with warehouse.connect() as conn:
-        due = _due(conn, until, limit)
-    if dry_run:
-        counts["would_send"] = len(due)
-        log.info("dry run: %d messages due by %s, none sent", len(due), until)
-        return counts
-    if not due:
-        log.info("nothing due by %s UTC", until)
-        return counts
-    with _client(config) as client:
-        client.login()
-        for outbox_id in due:
-            status = _deliver_one(warehouse, client, outbox_id, owner, sender, shop_url, secret)
-            if status:
-                counts[status] += 1
-    log.info("delivery: %s", counts)
-    return counts
-
-
-def _deliver_one(
-    warehouse: Engine,
-    client: yagmail.SMTP,
-    outbox_id: int,
-    owner: str,
-    sender: str,
-    shop_url: str,
-    secret: bytes,
-) -> str | None:
-    row = _claim(warehouse, outbox_id, owner, _now())
-    if row is None:
-        return None  # another sender took it
-    reason = _still_wanted(warehouse, row)
-    if reason:
-        _finish(warehouse, outbox_id, "cancelled", reason, None)
-        return "cancelled"
-    domain = sender.rpartition("@")[2].rstrip(">") or "example.com"
-    token_url = f"{shop_url}/unsubscribe?token={sign(secret, row['customer_id'], row['email'])}"
-    msg = build_message(row, sender, f"mailto:unsubscribe@{domain}?subject=unsubscribe", token_url)
-    try:
-        refused = client.smtp.send_message(msg)
-    except (smtplib.SMTPException, OSError) as exc:
-        _finish(warehouse, outbox_id, "failed", f"{type(exc).__name__}: {exc}", None)
-        log.warning("message %s to outbox row %d failed: %s", row["message_id"], outbox_id, exc)
-        return "failed"
-    reply = "250 accepted" if not refused else f"refused: {refused}"
-    _finish(warehouse, outbox_id, "sent", reply, _now())
-    return "sent"
-
-
-def _now() -> dt.datetime:
-    # Leases and the record of when a message actually left are real time by nature.
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    return _deliver(*args, **kwargs)

@@ -36,9 +36,9 @@ def message_id(customer_id: int, occasion: str, occasion_date: dt.date, sender: 
     return f"<{occasion}.{customer_id}.{occasion_date:%Y%m%d}@{domain}>"
 
 
-def send_at(occasion_date: dt.date, time_zone: str, window_start: dt.time) -> dt.datetime:
-    """Start of the send window on the occasion date, local to the customer, as naive UTC."""
-    local = dt.datetime.combine(occasion_date, window_start, tzinfo=ZoneInfo(time_zone))
+def send_at(occasion_date: dt.date, time_zone: str, local_time: dt.time) -> dt.datetime:
+    """A local time of the customer's on a date (the send window's start or end), as naive UTC."""
+    local = dt.datetime.combine(occasion_date, local_time, tzinfo=ZoneInfo(time_zone))
     return local.astimezone(dt.UTC).replace(tzinfo=None)
 
 
@@ -121,6 +121,8 @@ def _message_row(
         "template_hash": message.template_hash,
         "message_id": message_id(item["customer_id"], item["occasion"], occasion_date, settings.sender),
         "send_at": send_at(occasion_date, item["time_zone"], settings.send_window_start),
+        "send_before": send_at(occasion_date, item["time_zone"], settings.send_window_end),
+        "time_zone": item["time_zone"],
         "status": "queued",
         "attempts": 0,
     }

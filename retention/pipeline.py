@@ -17,6 +17,7 @@ from sqlalchemy import Engine, func, select
 
 from retention import schema
 from retention.db import engine_for, insert_ignore
+from retention.delivery import DeliveryPolicy
 from retention.extract import extract
 from retention.mailer import SmtpConfig, deliver
 from retention.migrate import upgrade
@@ -221,7 +222,9 @@ def stage_segments(settings: Settings, night: Night, run_id: str) -> dict:
             counts["pruned_rows"] = segments.prune_snapshots(conn, night, settings.snapshot_days)
             summary = segments.segment_summary(conn, night.date)
             segments.write_report(conn, night.date, summary)
-        chart = segments.draw_chart(night.date, summary, settings.home_dir / "reports" / f"segments-{night}.png")
+        chart = segments.draw_chart(
+            night.date, summary, settings.home_dir / "reports" / f"segments-{night}.png"
+        )
         log.info("%s\nChart: %s", segments.format_summary(night.date, summary), chart)
         counts.update({"fits": fits, "summary": summary, "chart": str(chart)})
     return counts
@@ -261,7 +264,11 @@ def stage_deliver(
         sender=settings.sender,
         shop_url=settings.shop_url,
         secret=secret or secret_from_env(),
-        dry_run=dry_run,
+        dry_run=dry_run or settings.delivery_dry_run,
+        policy=DeliveryPolicy.from_settings(settings),
+        mailto=settings.unsubscribe_mailto,
+        window=(settings.send_window_start, settings.send_window_end),
+        max_delay_days=settings.delivery_max_delay_days,
     )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
@@ -56,19 +57,39 @@ class Settings(BaseSettings):
     )
 
     # --- segments (README, "Segments") ---
-    abc_a_share: float = Field(0.80, gt=0, lt=1, description="Share of trailing-year revenue made by A customers.")
-    abc_b_share: float = Field(0.15, gt=0, lt=1, description="Share of trailing-year revenue made by B customers.")
-    exploration_max_orders: int = Field(2, ge=1, description="Up to this many orders a customer is exploring.")
+    abc_a_share: float = Field(
+        0.80, gt=0, lt=1, description="Share of trailing-year revenue made by A customers."
+    )
+    abc_b_share: float = Field(
+        0.15, gt=0, lt=1, description="Share of trailing-year revenue made by B customers."
+    )
+    exploration_max_orders: int = Field(
+        2, ge=1, description="Up to this many orders a customer is exploring."
+    )
     commitment_min_orders: int = Field(5, ge=2, description="Orders needed, all time, for commitment.")
-    commitment_min_days: int = Field(365, ge=0, description="Days between first and last order needed for commitment.")
-    commitment_min_orders_12m: int = Field(2, ge=1, description="Orders in the trailing year needed for commitment.")
-    dissolution_factor: float = Field(3.0, gt=1, description="Silent for this many times the usual gap: dissolution.")
+    commitment_min_days: int = Field(
+        365, ge=0, description="Days between first and last order needed for commitment."
+    )
+    commitment_min_orders_12m: int = Field(
+        2, ge=1, description="Orders in the trailing year needed for commitment."
+    )
+    dissolution_factor: float = Field(
+        3.0, gt=1, description="Silent for this many times the usual gap: dissolution."
+    )
     dissolution_min_days: int = Field(90, ge=1, description="Never dissolution before this many silent days.")
-    default_gap_days: float = Field(120, gt=0, description="Usual gap assumed for customers with one order day.")
-    service_cost_per_order: float = Field(5.0, ge=0, description="Cost of serving one order (picking, support).")
-    churn_monthly_discount: float = Field(0.01, ge=0, lt=1, description="Monthly discount rate of the 12-month CLV.")
+    default_gap_days: float = Field(
+        120, gt=0, description="Usual gap assumed for customers with one order day."
+    )
+    service_cost_per_order: float = Field(
+        5.0, ge=0, description="Cost of serving one order (picking, support)."
+    )
+    churn_monthly_discount: float = Field(
+        0.01, ge=0, lt=1, description="Monthly discount rate of the 12-month CLV."
+    )
     snapshot_days: int = Field(
-        40, ge=2, description="Keep daily segment snapshots this many nights; first-of-month ones are kept for good."
+        40,
+        ge=2,
+        description="Keep daily segment snapshots this many nights; first-of-month ones are kept for good.",
     )
 
     # --- occasions (README, "Occasions") ---
@@ -76,16 +97,62 @@ class Settings(BaseSettings):
         "thank_you,birthday,anniversary,win_back,feedback,next_purchase,accessory,new_stock",
         description="Occasions from most to least important; one message a day per customer, the first wins.",
     )
-    thank_every_order_for_a: bool = Field(True, description="Thank A customers after every order, not only the first.")
+    thank_every_order_for_a: bool = Field(
+        True, description="Thank A customers after every order, not only the first."
+    )
     weekly_cap: int = Field(2, ge=1, description="At most this many messages per customer in any 7 nights.")
-    next_purchase_delay_days: int = Field(14, ge=0, description="Days after an order before suggesting the next product.")
-    accessory_delay_days: int = Field(3, ge=0, description="Days after an order before suggesting an accessory.")
+    next_purchase_delay_days: int = Field(
+        14, ge=0, description="Days after an order before suggesting the next product."
+    )
+    accessory_delay_days: int = Field(
+        3, ge=0, description="Days after an order before suggesting an accessory."
+    )
     recommendation_period_days: int = Field(
-        30, ge=1, description="At most one next-purchase (and one accessory) message per customer in this many days."
+        30,
+        ge=1,
+        description="At most one next-purchase (and one accessory) message per customer in this many days.",
     )
     feedback_delay_days: int = Field(10, ge=1, description="Days after an order before asking for feedback.")
-    holdout_share: float = Field(0.05, ge=0, lt=1, description="Share of customers who get no messages (control group).")
-    holdout_salt: str = Field("retention-holdout-v1", description="Salt of the holdout hash; changing it reshuffles.")
+    holdout_share: float = Field(
+        0.05, ge=0, lt=1, description="Share of customers who get no messages (control group)."
+    )
+    holdout_salt: str = Field(
+        "retention-holdout-v1", description="Salt of the holdout hash; changing it reshuffles."
+    )
+
+    # --- delivery (docs/delivery.md) ---
+    delivery_batch_size: int = Field(
+        200, ge=1, description="Messages per batch (one SMTP session, one mapped task)."
+    )
+    delivery_batches: int = Field(4, ge=1, description="Batches per delivery run, sent in parallel.")
+    delivery_rate_per_second: float = Field(
+        20.0, ge=0, description="Global send rate of all batches together; 0 = unlimited."
+    )
+    delivery_run_cap: int = Field(5000, ge=1, description="Most messages one delivery run sends.")
+    delivery_max_attempts: int = Field(
+        5, ge=1, description="SMTP attempts before a 4xx or dropped connection is final."
+    )
+    delivery_backoff_seconds: float = Field(
+        300, ge=0, description="Wait after the first transient failure; doubles each time."
+    )
+    delivery_backoff_max_seconds: float = Field(21600, ge=0, description="Upper limit of the backoff.")
+    delivery_lease_seconds: float = Field(
+        600, gt=0, description="Claim lease of a message being sent; well above the SMTP timeout."
+    )
+    delivery_unknown_policy: Literal["hold", "resend"] = Field(
+        "hold", description="A message whose sender died mid-SMTP: hold it as unknown, or resend it."
+    )
+    delivery_max_delay_days: int = Field(
+        1,
+        ge=0,
+        description="A message missing its window moves to the next day's, at most this many days late; then it expires.",
+    )
+    delivery_dry_run: bool = Field(
+        False, description="Render and log what would be sent; send and mark nothing."
+    )
+    unsubscribe_mailto: str | None = Field(
+        None, description="Address of the mailto unsubscribe link (default unsubscribe@<sender domain>)."
+    )
 
     sender: str = Field("Retention Demo Shop <shop@example.com>", description="From address of messages.")
     shop_name: str = Field("Nordlicht Shop", description="Shop name as it appears in messages.")

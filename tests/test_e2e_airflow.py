@@ -76,7 +76,7 @@ def test_two_nights_and_a_rerun_send_each_message_exactly_once(
     for night in NIGHTS:
         run([str(BIN / "airflow"), "dags", "test", "retention_nightly", night], env)
         expected = _expected_thank_yous(warehouse_url, night)
-        run([str(BIN / "airflow"), "dags", "test", "retention_delivery", f"{night}T17:00:00+00:00"], env)
+        run([str(BIN / "airflow"), "dags", "test", "retention_delivery", f"{night}T15:00:00+00:00"], env)
         due = len(_selected(warehouse_url, night))
         received = mail_sink.wait_for(sum(sent_per_night) + due)
         sent_per_night.append(len(received) - sum(sent_per_night))
@@ -89,7 +89,7 @@ def test_two_nights_and_a_rerun_send_each_message_exactly_once(
 
     # Re-run the first night and its delivery: nothing new may arrive.
     run([str(BIN / "airflow"), "dags", "test", "retention_nightly", NIGHTS[0]], env)
-    run([str(BIN / "airflow"), "dags", "test", "retention_delivery", f"{NIGHTS[0]}T17:00:00+00:00"], env)
+    run([str(BIN / "airflow"), "dags", "test", "retention_delivery", f"{NIGHTS[0]}T15:00:00+00:00"], env)
 
     received = mail_sink.received
     message_ids = Counter(m.message["Message-ID"] for m in received)

@@ -15,7 +15,7 @@ from tests.conftest import SECRET
 from tests.shop import Shop
 
 FIRST_DAY = dt.datetime(2026, 11, 19, 9, 30)  # Thursday, inside night 2026-11-20 (Berlin)
-EVENING = dt.datetime(2026, 11, 20, 20, 0)  # after every send window of that date
+EVENING = dt.datetime(2026, 11, 20, 15, 0)  # inside every send window of that date (Tallinn to London)
 
 
 @pytest.fixture

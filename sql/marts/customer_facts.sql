@@ -42,36 +42,51 @@ lines as (
     left join stg_products as products on products.product_id = items.product_id
 ),
 
-order_totals as (
+-- Per customer straight from the lines (never joined back to a per-order CTE: SQLite
+-- would scan such a CTE once per order, which is quadratic).
+line_totals as (
     select
-        order_id,
+        customer_id,
         sum(quantity) as items,
         sum(returned_quantity) as returned_items,
         sum(revenue) as revenue,
         sum(returns_value) as returns_value,
-        sum(margin) as margin
+        sum(margin) as margin,
+        sum(case when ordered_at >= {{ ts("year_start") }} then revenue else 0 end) as revenue_12m,
+        sum(case when ordered_at >= {{ ts("year_start") }} then margin else 0 end) as margin_12m
     from lines
-    group by order_id
+    group by customer_id
+),
+
+order_stats as (
+    select
+        customer_id,
+        min(ordered_at) as first_order_at,
+        max(ordered_at) as last_order_at,
+        count(*) as orders,
+        count(distinct {{ day_of("ordered_at") }}) as order_days,
+        sum(case when ordered_at >= {{ ts("year_start") }} then 1 else 0 end) as orders_12m
+    from orders
+    group by customer_id
 ),
 
 per_customer as (
     select
-        orders.customer_id,
-        min(orders.ordered_at) as first_order_at,
-        max(orders.ordered_at) as last_order_at,
-        count(*) as orders,
-        count(distinct {{ day_of("orders.ordered_at") }}) as order_days,
-        coalesce(sum(order_totals.items), 0) as items,
-        coalesce(sum(order_totals.returned_items), 0) as returned_items,
-        coalesce(sum(order_totals.revenue), 0) as revenue,
-        coalesce(sum(order_totals.returns_value), 0) as returns_value,
-        coalesce(sum(order_totals.margin), 0) as margin,
-        sum(case when orders.ordered_at >= {{ ts("year_start") }} then 1 else 0 end) as orders_12m,
-        coalesce(sum(case when orders.ordered_at >= {{ ts("year_start") }} then order_totals.revenue end), 0) as revenue_12m,
-        coalesce(sum(case when orders.ordered_at >= {{ ts("year_start") }} then order_totals.margin end), 0) as margin_12m
-    from orders
-    left join order_totals on order_totals.order_id = orders.order_id
-    group by orders.customer_id
+        order_stats.customer_id,
+        order_stats.first_order_at,
+        order_stats.last_order_at,
+        order_stats.orders,
+        order_stats.order_days,
+        order_stats.orders_12m,
+        coalesce(line_totals.items, 0) as items,
+        coalesce(line_totals.returned_items, 0) as returned_items,
+        coalesce(line_totals.revenue, 0) as revenue,
+        coalesce(line_totals.returns_value, 0) as returns_value,
+        coalesce(line_totals.margin, 0) as margin,
+        coalesce(line_totals.revenue_12m, 0) as revenue_12m,
+        coalesce(line_totals.margin_12m, 0) as margin_12m
+    from order_stats
+    left join line_totals on line_totals.customer_id = order_stats.customer_id
 ),
 
 cancelled as (

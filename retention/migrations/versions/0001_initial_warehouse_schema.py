@@ -122,6 +122,8 @@ def upgrade() -> None:
         sa.Column("template_hash", sa.String(length=64), nullable=False),
         sa.Column("message_id", sa.String(length=250), nullable=False),
         sa.Column("send_at", sa.DateTime(), nullable=False),
+        sa.Column("send_before", sa.DateTime(), nullable=False),
+        sa.Column("time_zone", sa.String(length=64), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("next_attempt_at", sa.DateTime(), nullable=True),

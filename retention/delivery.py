@@ -1,0 +1,788 @@
+"""Deliver the outbox: each message at most once, every fate recorded as it happens.
+
+The life of an outbox row::
+
+    queued ──claim──► sending ──2xx───────────────► sent
+      ▲  │              ├──4xx, dropped connection─► queued again, next_attempt_at = until + backoff
+      │  │              │                            (failed after ``max_attempts``)
+      │  │              ├──5xx──────────────────────► failed  (550/551/553 also suppress the address)
+      │  └──opted out or suppressed since rendering──► cancelled
+      │                 └──the sender died, lease expired──► unknown (policy "hold", the default)
+      └───────────── lease expired and no SMTP attempt had begun, or policy "resend"
+
+Exactly once is built from three records, each committed before the next step:
+
+1. the *claim*: ``queued`` → ``sending`` by a conditional UPDATE (rowcount 1 wins, so two
+   senders never both get a row), with a lease owner and expiry;
+2. the *attempt*: a ``delivery_attempts`` row with outcome NULL, committed before the first
+   SMTP command of the message;
+3. the *mark*: the attempt's outcome and the row's new status, with the server's reply,
+   in one transaction right after the reply.
+
+A crash between 2 and 3 leaves ``sending`` plus an open attempt: the server may or may not
+have accepted the message, and only the server knows. When the lease expires, :func:`sweep`
+makes such a row ``unknown`` (reported, never resent unless the policy says ``resend``).
+A crash between 1 and 2 leaves ``sending`` without an open attempt: nothing reached the
+server, so the sweep simply queues it again.
+
+Two clocks, on purpose: ``until`` (the DAG run's logical date) decides what is due and when a
+retry is due, so a re-run of a slot behaves the same; the real clock (injectable as
+``clock``) stamps leases, attempts and ``sent_at``, which are about the process, not the
+business day.
+
+Run ``python -m retention.delivery --help`` for the stand-alone entry point (the crash test
+runs it in a child process and kills it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import logging
+import math
+import os
+import socket
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+
+from sqlalchemy import ColumnElement, Connection, Engine, and_, func, inspect, or_, select
+
+from retention import schema
+from retention.db import engine_for, insert_ignore
+from retention.mailer import (
+    Reply,
+    SmtpConfig,
+    SmtpSession,
+    SmtpUnavailable,
+    Unsubscribe,
+    build_message,
+    unsubscribe_links,
+)
+from retention.unsubscribe import email_hash
+
+__all__ = [
+    "DeliveryPolicy",
+    "Identity",
+    "RateLimiter",
+    "SmtpUnavailable",
+    "as_naive_utc",
+    "deliver",
+    "due_ids",
+    "outbox_status",
+    "plan",
+    "preview_batch",
+    "resolve_unknown",
+    "send_batch",
+    "summarise",
+    "sweep",
+    "utcnow",
+]
+
+log = logging.getLogger(__name__)
+
+#: Returns naive UTC "now"; tests pass their own to move time without sleeping.
+Clock = Callable[[], dt.datetime]
+#: Called with (event, outbox_id) at each step of a message: claimed, attempt, replied, and its fate.
+Observer = Callable[[str, int], None]
+
+#: Every key a delivery summary may carry, so that callers can index without ``.get``.
+COUNT_KEYS = (
+    "sent",
+    "retry",
+    "failed",
+    "cancelled",
+    "skipped",
+    "unknown",
+    "requeued",
+    "resent",
+    "would_send",
+    "would_cancel",
+)
+FINAL_STATES = ("sent", "failed", "cancelled", "unknown")
+
+
+def utcnow() -> dt.datetime:
+    """The real clock, naive UTC (the warehouse stores naive UTC)."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def as_naive_utc(moment: dt.datetime) -> dt.datetime:
+    """An aware timestamp as naive UTC; a naive one is taken to be UTC already."""
+    return moment.astimezone(dt.UTC).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    """The delivery settings (``RETENTION_DELIVERY_*``), with their defaults."""
+
+    batch_size: int = 200  # messages per SMTP session (one mapped task)
+    batches: int = 4  # batches per run, sent in parallel
+    rate_per_second: float = 20.0  # all batches together; 0 = unlimited
+    run_cap: int = 5000  # messages per run at most (also bounded by batches * batch_size)
+    max_attempts: int = 5  # SMTP attempts before a transient failure becomes final
+    backoff_seconds: float = 300.0  # wait after the first transient failure; doubles each time
+    backoff_max_seconds: float = 6 * 3600.0
+    lease_seconds: float = 600.0  # must outlast one SMTP conversation (smtp_timeout) by far
+    unknown_policy: str = "hold"  # hold: report and wait for a person; resend: send again
+    dry_run: bool = False
+
+    def __post_init__(self) -> None:
+        if self.unknown_policy not in ("hold", "resend"):
+            raise ValueError(f"delivery_unknown_policy={self.unknown_policy!r}: choose 'hold' or 'resend'")
+        if min(self.batch_size, self.batches, self.run_cap, self.max_attempts) < 1:
+            raise ValueError("delivery batch size, batches, run cap and max attempts must be at least 1")
+        if self.lease_seconds <= 0 or self.rate_per_second < 0 or self.backoff_seconds < 0:
+            raise ValueError("delivery lease must be positive; rate and backoff not negative")
+
+    @classmethod
+    def from_settings(cls, settings: object, **overrides: object) -> DeliveryPolicy:
+        """From ``settings.delivery_<field>``, each falling back to the default above."""
+        values = {f.name: getattr(settings, f"delivery_{f.name}", f.default) for f in dataclasses.fields(cls)}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def backoff(self, attempts: int) -> dt.timedelta:
+        """Exponential: ``backoff_seconds`` after the first failure, doubling, capped."""
+        seconds = self.backoff_seconds * 2 ** max(attempts - 1, 0)
+        return dt.timedelta(seconds=min(seconds, self.backoff_max_seconds))
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the messages come from and where recipients unsubscribe; the secret stays out of repr."""
+
+    sender: str
+    unsubscribe: Unsubscribe
+    secret: bytes = field(repr=False)
+
+    @classmethod
+    def for_shop(cls, sender: str, shop_url: str, secret: bytes, mailto: str | None = None) -> Identity:
+        return cls(sender, Unsubscribe.for_shop(sender, shop_url, mailto), secret)
+
+    @classmethod
+    def from_settings(cls, settings: object, secret: bytes) -> Identity:
+        return cls.for_shop(
+            settings.sender,  # type: ignore[attr-defined]
+            settings.shop_url,  # type: ignore[attr-defined]
+            secret,
+            getattr(settings, "unsubscribe_mailto", None),
+        )
+
+
+class RateLimiter:
+    """At most ``rate`` messages per second, evenly spaced (a token bucket of one token).
+
+    ``clock`` and ``sleep`` are injectable so that a test can check the pacing on a fake
+    clock whose ``sleep`` only moves time forward.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.clock = clock
+        self.sleep = sleep
+        self._next: float | None = None
+
+    def acquire(self) -> float:
+        """Wait for the next slot; returns the seconds waited."""
+        if not self.interval:
+            return 0.0
+        now = self.clock()
+        slot = now if self._next is None else max(now, self._next)
+        waited = slot - now
+        if waited > 0:
+            self.sleep(waited)
+        self._next = slot + self.interval
+        return waited
+
+
+# --- what is due -------------------------------------------------------------------------------
+
+
+def _due_clause(until: dt.datetime) -> ColumnElement[bool]:
+    box = schema.outbox
+    return and_(
+        box.c.status == "queued",
+        box.c.send_at <= until,
+        box.c.send_before > until,  # never outside the customer's local send window
+        or_(box.c.next_attempt_at.is_(None), box.c.next_attempt_at <= until),
+    )
+
+
+def roll_missed_windows(
+    warehouse: Engine, until: dt.datetime, window: tuple[dt.time, dt.time], max_delay_days: int
+) -> dict[str, int]:
+    """Queued messages whose local send window closed before ``until`` move to the next day's
+    window, in the customer's own zone; past ``max_delay_days`` after their occasion they expire.
+
+    A birthday greeting two days late is worse than none, and a 3 a.m. email worse still.
+    """
+    from zoneinfo import ZoneInfo
+
+    box = schema.outbox
+    counts: Counter[str] = Counter()
+    with warehouse.begin() as conn:
+        missed = conn.execute(
+            select(box.c.outbox_id, box.c.occasion_date, box.c.time_zone).where(
+                box.c.status == "queued", box.c.send_before <= until
+            )
+        ).all()
+        for outbox_id, occasion_date, zone in missed:
+            local_today = until.replace(tzinfo=dt.UTC).astimezone(ZoneInfo(zone)).date()
+            day = max(occasion_date, local_today)
+            opens, closes = (_local(day, t, zone) for t in window)
+            if closes <= until:
+                day += dt.timedelta(days=1)
+                opens, closes = (_local(day, t, zone) for t in window)
+            if (day - occasion_date).days > max_delay_days:
+                values = {
+                    "status": "expired",
+                    "smtp_reply": f"send window missed until {day}: expired unsent",
+                }
+                counts["expired"] += 1
+            else:
+                values = {"send_at": opens, "send_before": closes}
+                counts["rolled"] += 1
+            conn.execute(
+                box.update().where(box.c.outbox_id == outbox_id, box.c.status == "queued").values(**values)
+            )
+    if counts:
+        log.info("send windows: %s", dict(counts))
+    return dict(counts)
+
+
+def _local(day: dt.date, at: dt.time, zone: str) -> dt.datetime:
+    from zoneinfo import ZoneInfo
+
+    return dt.datetime.combine(day, at, tzinfo=ZoneInfo(zone)).astimezone(dt.UTC).replace(tzinfo=None)
+
+
+def due_ids(conn: Connection, until: dt.datetime, limit: int) -> list[int]:
+    """Queued messages due by ``until`` (naive UTC): first the oldest ``send_at``."""
+    box = schema.outbox
+    query = (
+        select(box.c.outbox_id)
+        .where(_due_clause(until))
+        .order_by(box.c.send_at, box.c.outbox_id)
+        .limit(limit)
+    )
+    return list(conn.execute(query).scalars())
+
+
+def plan(warehouse: Engine, until: dt.datetime, policy: DeliveryPolicy) -> list[dict]:
+    """Split what is due into at most ``policy.batches`` batches of outbox ids.
+
+    Each batch carries its share of the global rate: the batches may all run at once.
+    Planning reads only; the claim at send time decides who sends what.
+    """
+    if not inspect(warehouse).has_table(schema.outbox.name):
+        log.warning("the warehouse has no outbox yet (no night has run): nothing to deliver")
+        return []
+    with warehouse.connect() as conn:
+        ids = due_ids(conn, until, min(policy.run_cap, policy.batches * policy.batch_size))
+    if not ids:
+        return []
+    count = math.ceil(len(ids) / policy.batch_size)
+    size = math.ceil(len(ids) / count)
+    rate = policy.rate_per_second / count
+    return [{"ids": ids[i : i + size], "rate": rate} for i in range(0, len(ids), size)]
+
+
+# --- crash recovery ----------------------------------------------------------------------------
+
+
+def sweep(warehouse: Engine, policy: DeliveryPolicy, now: dt.datetime) -> dict[str, int]:
+    """Settle the messages whose sender died: their lease expired before ``now`` (real time).
+
+    ``requeued``: no SMTP attempt had begun, nothing left the building. ``unknown``: an
+    attempt had begun (policy "hold"). ``resent``: the same, queued again (policy "resend").
+    """
+    box = schema.outbox
+    with warehouse.connect() as conn:
+        expired = conn.execute(
+            select(box.c.outbox_id, box.c.attempts).where(
+                box.c.status == "sending", box.c.lease_expires_at < now
+            )
+        ).all()
+    counts: Counter[str] = Counter()
+    for outbox_id, attempts in expired:
+        counts[_settle(warehouse, outbox_id, attempts, policy, now)] += 1
+    counts.pop("raced", None)
+    if counts["unknown"]:
+        log.warning("%d messages are now 'unknown': see docs/delivery.md, 'unknown'", counts["unknown"])
+    return dict(counts)
+
+
+def _settle(
+    warehouse: Engine, outbox_id: int, attempts: int, policy: DeliveryPolicy, now: dt.datetime
+) -> str:
+    box, att = schema.outbox, schema.delivery_attempts
+    with warehouse.begin() as conn:
+        began = conn.execute(
+            select(att.c.attempt_id).where(
+                att.c.outbox_id == outbox_id, att.c.attempt == attempts, att.c.outcome.is_(None)
+            )
+        ).first()
+        if began is None:
+            fate = "requeued"
+            values = {"status": "queued", "attempts": attempts - 1, "lease_owner": None}
+            reply = "lease expired before any SMTP command: nothing was sent; queued again"
+        elif policy.unknown_policy == "resend":
+            fate = "resent"
+            values = {"status": "queued", "next_attempt_at": None, "lease_owner": None}
+            reply = "lease expired during SMTP: fate unknown; queued again by policy 'resend'"
+        else:
+            # The lease owner stays: it names the process, and a late mark by it still wins.
+            fate, values = "unknown", {"status": "unknown"}
+            reply = "lease expired during SMTP: the server may or may not have the message"
+        settled = conn.execute(
+            box.update()
+            .where(
+                box.c.outbox_id == outbox_id,
+                box.c.status == "sending",
+                box.c.attempts == attempts,
+                box.c.lease_expires_at < now,
+            )
+            .values(lease_expires_at=None, smtp_reply=reply, **values)
+        ).rowcount
+    return fate if settled == 1 else "raced"
+
+
+def resolve_unknown(warehouse: Engine, outbox_ids: Iterable[int], resolution: str) -> int:
+    """A person's verdict on ``unknown`` messages: ``sent`` (the server has it), ``failed``, or ``resend``."""
+    values = {
+        "sent": {"status": "sent", "smtp_reply": "confirmed sent by an operator"},
+        "failed": {"status": "failed", "smtp_reply": "given up by an operator"},
+        "resend": {"status": "queued", "next_attempt_at": None, "smtp_reply": "resent by an operator"},
+    }[resolution]
+    box = schema.outbox
+    with warehouse.begin() as conn:
+        return conn.execute(
+            box.update()
+            .where(box.c.outbox_id.in_(list(outbox_ids)), box.c.status == "unknown")
+            .values(lease_owner=None, lease_expires_at=None, **values)
+        ).rowcount
+
+
+# --- sending -----------------------------------------------------------------------------------
+
+
+def _owner() -> str:
+    """The lease owner: host, process and a per-batch nonce (a retried task is a new owner)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _unwanted(conn: Connection, row: dict) -> str | None:
+    """Consent and suppression, checked again at send time: the reason not to send, if any."""
+    cust, supp = schema.stg_customers, schema.suppression
+    customer = conn.execute(
+        select(cust.c.email, cust.c.marketing_consent).where(cust.c.customer_id == row["customer_id"])
+    ).first()
+    if customer is None:
+        return "customer no longer known (erased?)"
+    if customer.email.strip().lower() != row["email"].strip().lower():
+        return "address changed since rendering"
+    if not customer.marketing_consent:
+        return "marketing consent withdrawn since rendering"
+    suppressed = conn.execute(
+        select(supp.c.reason).where(supp.c.email_hash == email_hash(row["email"]))
+    ).scalar()
+    return f"address suppressed ({suppressed})" if suppressed else None
+
+
+def _claim(
+    warehouse: Engine,
+    outbox_id: int,
+    owner: str,
+    until: dt.datetime,
+    now: dt.datetime,
+    policy: DeliveryPolicy,
+) -> dict | None:
+    """Take the row if it is still queued and due; cancel it in the same breath if unwanted."""
+    box, att = schema.outbox, schema.delivery_attempts
+    with warehouse.begin() as conn:
+        claimed = conn.execute(
+            box.update()
+            .where(box.c.outbox_id == outbox_id, _due_clause(until))
+            .values(
+                status="sending",
+                lease_owner=owner,
+                lease_expires_at=now + dt.timedelta(seconds=policy.lease_seconds),
+                attempts=box.c.attempts + 1,
+            )
+        ).rowcount
+        if claimed != 1:
+            return None  # another sender has it, or it is no longer due
+        row = dict(conn.execute(select(box).where(box.c.outbox_id == outbox_id)).mappings().one())
+        reason = _unwanted(conn, row)
+        if reason:
+            conn.execute(
+                att.insert().values(
+                    outbox_id=outbox_id,
+                    attempt=row["attempts"],
+                    lease_owner=owner,
+                    started_at=now,
+                    finished_at=now,
+                    outcome="cancelled",
+                    reply=reason,
+                )
+            )
+            conn.execute(
+                box.update()
+                .where(box.c.outbox_id == outbox_id)
+                .values(status="cancelled", smtp_reply=reason, lease_owner=None, lease_expires_at=None)
+            )
+            row["status"] = "cancelled"
+    return row
+
+
+def _begin_attempt(warehouse: Engine, row: dict, owner: str, now: dt.datetime) -> int:
+    """The evidence that SMTP is about to begin, committed before the first command."""
+    att = schema.delivery_attempts
+    with warehouse.begin() as conn:
+        result = conn.execute(
+            att.insert().values(
+                outbox_id=row["outbox_id"], attempt=row["attempts"], lease_owner=owner, started_at=now
+            )
+        )
+        return int(result.inserted_primary_key[0])
+
+
+def _fate(reply: Reply, attempts: int, policy: DeliveryPolicy) -> str:
+    if reply.accepted:
+        return "sent"
+    if reply.transient and attempts < policy.max_attempts:
+        return "retry"
+    return "failed"
+
+
+def _mark(
+    warehouse: Engine,
+    row: dict,
+    attempt_id: int,
+    owner: str,
+    reply: Reply,
+    until: dt.datetime,
+    policy: DeliveryPolicy,
+    now: dt.datetime,
+) -> str:
+    """Record the reply on the attempt and the row, in one transaction."""
+    box, att = schema.outbox, schema.delivery_attempts
+    fate = _fate(reply, row["attempts"], policy)
+    values: dict = {
+        "sent": {"status": "sent", "sent_at": now},
+        "retry": {"status": "queued", "next_attempt_at": until + policy.backoff(row["attempts"])},
+        "failed": {"status": "failed"},
+    }[fate]
+    with warehouse.begin() as conn:
+        conn.execute(
+            att.update()
+            .where(att.c.attempt_id == attempt_id)
+            .values(finished_at=now, outcome=fate, reply_code=reply.code, reply=str(reply))
+        )
+        marked = conn.execute(
+            box.update()
+            .where(
+                box.c.outbox_id == row["outbox_id"],
+                box.c.lease_owner == owner,
+                box.c.status.in_(("sending", "unknown")),  # a late mark still tells the truth
+            )
+            .values(smtp_reply=str(reply), lease_owner=None, lease_expires_at=None, **values)
+        ).rowcount
+        if fate == "failed" and reply.hard_bounce:
+            insert_ignore(
+                conn,
+                schema.suppression,
+                [{"email_hash": email_hash(row["email"]), "reason": "hard_bounce", "night": until.date()}],
+                ("email_hash",),
+            )
+    if marked != 1:
+        log.error(
+            "outbox row %d: reply %s recorded on its attempt, but another process took the row over "
+            "after its lease expired (is delivery_lease_seconds shorter than an SMTP conversation?)",
+            row["outbox_id"],
+            reply,
+        )
+    return fate
+
+
+@dataclass
+class _Batch:
+    """What every message of one batch shares."""
+
+    warehouse: Engine
+    session: SmtpSession
+    until: dt.datetime
+    identity: Identity
+    policy: DeliveryPolicy
+    clock: Clock
+    observe: Observer
+    owner: str = field(default_factory=_owner)
+
+
+def _message_for(batch: _Batch, row: dict) -> EmailMessage:
+    mailto, url = unsubscribe_links(
+        batch.identity.unsubscribe, batch.identity.secret, row["customer_id"], row["email"]
+    )
+    return build_message(row, batch.identity.sender, mailto, url, date=batch.clock())
+
+
+def _send_one(batch: _Batch, outbox_id: int) -> str:
+    """Claim, check, attempt, send, mark: one message, each step committed before the next."""
+    row = _claim(batch.warehouse, outbox_id, batch.owner, batch.until, batch.clock(), batch.policy)
+    if row is None:
+        return "skipped"
+    batch.observe("claimed", outbox_id)
+    if row["status"] == "cancelled":
+        batch.observe("cancelled", outbox_id)
+        return "cancelled"
+    attempt_id = _begin_attempt(batch.warehouse, row, batch.owner, batch.clock())
+    batch.observe("attempt", outbox_id)
+    try:
+        reply = batch.session.send(_message_for(batch, row))
+    except ValueError as exc:  # a header the email package refuses (CR/LF, bad address): permanent
+        reply = Reply(554, f"message cannot be built: {exc}", "BUILD")
+    batch.observe("replied", outbox_id)
+    fate = _mark(
+        batch.warehouse, row, attempt_id, batch.owner, reply, batch.until, batch.policy, batch.clock()
+    )
+    batch.observe(fate, outbox_id)
+    if fate != "sent":
+        log.warning("outbox row %d: %s (%s)", outbox_id, fate, reply)
+    return fate
+
+
+def send_batch(
+    warehouse: Engine,
+    config: SmtpConfig,
+    ids: Sequence[int],
+    *,
+    until: dt.datetime,
+    identity: Identity,
+    policy: DeliveryPolicy,
+    rate: float | None = None,
+    clock: Clock = utcnow,
+    limiter: RateLimiter | None = None,
+    observer: Observer | None = None,
+    session: SmtpSession | None = None,
+) -> dict[str, int]:
+    """Send one batch through one SMTP session (reopened only if the server drops it).
+
+    Raises :class:`SmtpUnavailable` when no session can be opened; messages not yet
+    claimed stay queued, untouched, for the next run (or the task's retry).
+    """
+    batch = _Batch(
+        warehouse,
+        session or SmtpSession(config),
+        as_naive_utc(until),
+        identity,
+        policy,
+        clock,
+        observer or _quiet,
+    )
+    limiter = limiter or RateLimiter(policy.rate_per_second if rate is None else rate)
+    counts: Counter[str] = Counter()
+    with batch.session:
+        for done, outbox_id in enumerate(ids):
+            try:
+                batch.session.open()  # before the claim: with the server down, nothing is touched
+            except SmtpUnavailable:
+                log.error("SMTP unavailable after %d of %d messages: %s", done, len(ids), dict(counts))
+                raise
+            limiter.acquire()
+            counts[_send_one(batch, outbox_id)] += 1
+    log.info("batch of %d: %s (%d SMTP sessions)", len(ids), dict(counts), batch.session.opened)
+    return dict(counts)
+
+
+def _quiet(_event: str, _outbox_id: int) -> None:
+    """The default observer."""
+
+
+def preview_batch(
+    warehouse: Engine, ids: Sequence[int], *, until: dt.datetime, identity: Identity, clock: Clock = utcnow
+) -> dict[str, int]:
+    """Dry run: render and log what would be sent now; send nothing, mark nothing."""
+    box = schema.outbox
+    counts: Counter[str] = Counter()
+    with warehouse.connect() as conn:
+        rows = conn.execute(
+            select(box)
+            .where(box.c.outbox_id.in_(list(ids)), _due_clause(as_naive_utc(until)))
+            .order_by(box.c.outbox_id)
+        ).mappings()
+        for row in map(dict, rows):
+            reason = _unwanted(conn, row)
+            if reason:
+                counts["would_cancel"] += 1
+                log.info("dry run: would cancel %s: %s", row["message_id"], reason)
+                continue
+            mailto, url = unsubscribe_links(
+                identity.unsubscribe, identity.secret, row["customer_id"], row["email"]
+            )
+            msg = build_message(row, identity.sender, mailto, url, date=clock())
+            counts["would_send"] += 1
+            # The customer id, not the address: logs are no place for personal data.
+            log.info(
+                "dry run: would send %s to customer %d (%s, %d bytes): %s",
+                row["message_id"],
+                row["customer_id"],
+                row["language"],
+                len(msg.as_bytes()),
+                row["subject"],
+            )
+    return dict(counts)
+
+
+# --- one process, every step (the CLI, make demo's pipeline, the tests) ----------------------
+
+
+def deliver(
+    warehouse: Engine,
+    config: SmtpConfig,
+    *,
+    until: dt.datetime,
+    sender: str,
+    shop_url: str,
+    secret: bytes,
+    limit: int | None = None,
+    dry_run: bool = False,
+    policy: DeliveryPolicy | None = None,
+    clock: Clock = utcnow,
+    observer: Observer | None = None,
+    mailto: str | None = None,
+    window: tuple[dt.time, dt.time] | None = None,
+    max_delay_days: int = 1,
+) -> dict[str, int]:
+    """Sweep, plan and send every batch in turn, in this process; the summed counts.
+
+    With ``window`` (the local send window), messages whose window closed before
+    ``until`` first move to the next day's window or expire (:func:`roll_missed_windows`).
+    """
+    policy = policy or DeliveryPolicy()
+    if limit is not None:
+        policy = dataclasses.replace(policy, run_cap=limit)
+    dry_run = dry_run or policy.dry_run
+    until = as_naive_utc(until)
+    identity = Identity.for_shop(sender, shop_url, secret, mailto)
+    counts: Counter[str] = Counter(dict.fromkeys(COUNT_KEYS, 0))
+    if not dry_run:
+        counts.update(sweep(warehouse, policy, clock()))
+        if window is not None:
+            counts.update(roll_missed_windows(warehouse, until, window, max_delay_days))
+    limiter = RateLimiter(policy.rate_per_second)  # one process: the whole rate, shared by its batches
+    for batch in plan(warehouse, until, policy):
+        if dry_run:
+            counts.update(preview_batch(warehouse, batch["ids"], until=until, identity=identity, clock=clock))
+            continue
+        counts.update(
+            send_batch(
+                warehouse,
+                config,
+                batch["ids"],
+                until=until,
+                identity=identity,
+                policy=policy,
+                clock=clock,
+                limiter=limiter,
+                observer=observer,
+            )
+        )
+    log.info("delivery until %s UTC: %s", until, dict(counts))
+    return dict(counts)
+
+
+def outbox_status(warehouse: Engine) -> dict[str, int]:
+    """Messages per status, the whole outbox."""
+    box = schema.outbox
+    with warehouse.connect() as conn:
+        rows = conn.execute(select(box.c.status, func.count()).group_by(box.c.status)).all()
+    return {status: count for status, count in rows}
+
+
+def summarise(warehouse: Engine, swept: dict[str, int], batches: Iterable[dict[str, int]]) -> dict:
+    """One run's totals, and the outbox as it stands; ``unknown`` messages are called out."""
+    totals: Counter[str] = Counter(dict.fromkeys(COUNT_KEYS, 0))
+    totals.update(swept or {})
+    for counts in batches:
+        totals.update(counts or {})
+    status = outbox_status(warehouse)
+    summary = {"run": dict(totals), "outbox": status}
+    if status.get("unknown"):
+        log.warning(
+            "%d messages in the outbox are 'unknown' (the sender died during SMTP); a person must "
+            "decide: see docs/delivery.md, section 'unknown'",
+            status["unknown"],
+        )
+    log.info("delivery summary: %s", json.dumps(summary, sort_keys=True))
+    return summary
+
+
+# --- python -m retention.delivery ----------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m retention.delivery", description="Deliver what is due in the outbox, in this process."
+    )
+    parser.add_argument("--url", help="warehouse SQLAlchemy URL (default: the settings')")
+    parser.add_argument("--smtp-url", help="smtp://user:pass@host:port (default: the settings')")
+    parser.add_argument("--until", required=True, help="send what is due at or before this ISO timestamp")
+    parser.add_argument("--dry-run", action="store_true", help="render and log; send and mark nothing")
+    parser.add_argument("--lease-seconds", type=float, help="override delivery_lease_seconds")
+    parser.add_argument(
+        "--unknown-policy", choices=["hold", "resend"], help="override delivery_unknown_policy"
+    )
+    parser.add_argument("--rate", type=float, help="override delivery_rate_per_second (0 = unlimited)")
+    parser.add_argument("--trace", action="store_true", help="print '<event> <outbox_id>' per step, flushed")
+    return parser
+
+
+def _trace(event: str, outbox_id: int) -> None:
+    # Unbuffered progress for a watching parent (the crash test kills us between these lines).
+    sys.stdout.write(f"{event} {outbox_id}\n")
+    sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from retention.settings import Settings
+    from retention.unsubscribe import secret_from_env
+
+    args = _parser().parse_args(argv)
+    settings = Settings().with_overrides(warehouse_url=args.url, smtp_url=args.smtp_url)
+    policy = DeliveryPolicy.from_settings(
+        settings,
+        lease_seconds=args.lease_seconds,
+        unknown_policy=args.unknown_policy,
+        rate_per_second=args.rate,
+    )
+    config = SmtpConfig.from_environment(settings.smtp_url, settings.smtp_conn_id, settings.smtp_timeout)
+    counts = deliver(
+        engine_for(settings.warehouse),
+        config,
+        until=dt.datetime.fromisoformat(args.until),
+        sender=settings.sender,
+        shop_url=settings.shop_url,
+        secret=secret_from_env(),
+        dry_run=args.dry_run,
+        policy=policy,
+        observer=_trace if args.trace else None,
+        mailto=getattr(settings, "unsubscribe_mailto", None),
+    )
+    print(json.dumps({"done": counts}, sort_keys=True), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
