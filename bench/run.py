@@ -62,7 +62,9 @@ def _measure(rows: list[dict], name: str, func: Callable[[], object]) -> object:
     _reset_peak()
     started = time.perf_counter()
     result = func()
-    rows.append({"stage": name, "seconds": round(time.perf_counter() - started, 3), "peak_mib": round(_peak_mib(), 1)})
+    rows.append(
+        {"stage": name, "seconds": round(time.perf_counter() - started, 3), "peak_mib": round(_peak_mib(), 1)}
+    )
     print(f"  {name:28} {rows[-1]['seconds']:9.2f} s  {rows[-1]['peak_mib']:8.0f} MiB", flush=True)
     return result
 
@@ -71,7 +73,9 @@ def _run_night(rows: list[dict], settings: Settings, night_date, label: str) -> 
     night = night_for_date(night_date, settings.time_zone)
     results = {}
     for name, function in NIGHT_STAGES:
-        results[name] = _measure(rows, f"{label} {name}", lambda f=function: f(settings, night, f"bench-{night}"))
+        results[name] = _measure(
+            rows, f"{label} {name}", lambda f=function: f(settings, night, f"bench-{night}")
+        )
     return results
 
 
@@ -96,12 +100,18 @@ def main(argv: list[str] | None = None) -> int:
     _run_night(rows, settings, FIRST_NIGHT, "night 1 (history)")
     results = _run_night(rows, settings, SECOND_NIGHT, "night 2 (one day)")
     night = night_for_date(SECOND_NIGHT, settings.time_zone)
-    _measure(rows, "night 2 facts, full rebuild", lambda: stage_facts(settings, night, "bench-full", full_rebuild=True))
+    _measure(
+        rows,
+        "night 2 facts, full rebuild",
+        lambda: stage_facts(settings, night, "bench-full", full_rebuild=True),
+    )
 
     timing = {row["stage"]: row["seconds"] for row in rows}
     incremental, full = timing["night 2 (one day) facts"], timing["night 2 facts, full rebuild"]
-    print(f"\nIncremental facts of night 2: {results['facts']['customers']} customers in {incremental:.2f} s, "
-          f"{incremental / full:.3f} of the full rebuild ({full:.2f} s)")
+    print(
+        f"\nIncremental facts of night 2: {results['facts']['customers']} customers in {incremental:.2f} s, "
+        f"{incremental / full:.3f} of the full rebuild ({full:.2f} s)"
+    )
     fits = results["segments"]["fits"]
     print(f"Churn fit on {fits['triples']} distinct triples (BG/NBD + Gamma-Gamma)")
     print(f"Process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")

@@ -3,8 +3,8 @@
 
 Every night, for the night of the run (see `retention.night`): take in the shop's
 changes of the previous local day, hold back bad rows, recompute the facts of the
-customers who changed, score every customer (RFM, ABC, lifecycle, churn, value), find the
-day's occasions and render their messages into the
+customers who changed, score every customer (RFM, ABC, lifecycle, churn, value), learn
+what customers buy next and together, find the day's occasions and render their messages into the
 outbox, each with a `send_at` inside the customer's own send window.
 `retention_delivery` sends them.
 
@@ -101,6 +101,14 @@ def retention_nightly():
         settings, night = _night(context)
         return stage_segments(settings, night, context["run_id"])
 
+    @task(outlets=[ASSETS["recommendations"]])
+    def recommendations(**context) -> dict:
+        from retention.pipeline import stage_recommendations
+
+        settings, night = _night(context)
+        full = bool(context["params"]["full_refresh"])
+        return stage_recommendations(settings, night, context["run_id"], full_rebuild=full)
+
     @task(outlets=[ASSETS["occasions"]])
     def occasions(**context) -> dict:
         from retention.pipeline import stage_occasions
@@ -116,7 +124,16 @@ def retention_nightly():
         settings, night = _night(context)
         return stage_render(settings, night, context["run_id"], secret=unsubscribe_secret())
 
-    migrate() >> extract() >> quality() >> customer_facts() >> segments() >> occasions() >> render()
+    (
+        migrate()
+        >> extract()
+        >> quality()
+        >> customer_facts()
+        >> segments()
+        >> recommendations()
+        >> occasions()
+        >> render()
+    )
 
 
 retention_nightly()

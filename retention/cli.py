@@ -227,7 +227,9 @@ def _parser() -> argparse.ArgumentParser:
     p = command("quarantine", cmd_quarantine, "the bad rows and why they were held back")
     p.add_argument("--rule", help="only this rule (e.g. malformed_email)")
     p.add_argument("--limit", type=int, default=1000, help="list at most this many rows (default 1000)")
-    p.add_argument("--all", action="store_true", help="also rows that loaded later, once their missing parent arrived")
+    p.add_argument(
+        "--all", action="store_true", help="also rows that loaded later, once their missing parent arrived"
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output (a stable contract)")
 
     p = command("templates", cmd_templates, "check every template in every language, or render one to files")
@@ -238,7 +240,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Render every template of every occasion in every language against sample customers; "
         "print each problem as file:line: message; exit 1 on any error.",
     )
-    lint_p.add_argument("--dir", help="templates folder (default: RETENTION_TEMPLATES_DIR or the repo's templates/)")
+    lint_p.add_argument(
+        "--dir", help="templates folder (default: RETENTION_TEMPLATES_DIR or the repo's templates/)"
+    )
     preview_p = actions.add_parser(
         "preview",
         help="render one occasion to OCCASION-LANG.html and .txt and print the subject",
@@ -249,13 +253,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     preview_p.add_argument("occasion", help="e.g. thank_you, birthday, anniversary, win_back, new_stock")
     preview_p.add_argument(
-        "--language", help="en, de, nb or et (default: the customer's language, else RETENTION_DEFAULT_LANGUAGE)"
+        "--language",
+        help="en, de, nb or et (default: the customer's language, else RETENTION_DEFAULT_LANGUAGE)",
     )
     preview_p.add_argument("--customer", type=int, metavar="ID", help="a customer id from stg_customers")
     preview_p.add_argument("--out", help="folder for the two files (default: $RETENTION_HOME/preview)")
     # SUPPRESS: given here it wins, absent it leaves the --url given before the action alone.
     preview_p.add_argument("--url", default=argparse.SUPPRESS, help="warehouse URL for --customer")
-    preview_p.add_argument("--dir", help="templates folder (default: RETENTION_TEMPLATES_DIR or the repo's templates/)")
+    preview_p.add_argument(
+        "--dir", help="templates folder (default: RETENTION_TEMPLATES_DIR or the repo's templates/)"
+    )
 
     p = command("smtp-sink", cmd_smtp_sink, "a local SMTP server that saves every message as an .eml file")
     p.add_argument(

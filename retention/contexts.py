@@ -53,9 +53,10 @@ def gather(conn: Connection, items: list[dict]) -> Lookups:
                 orders.c.order_id,
                 orders.c.ordered_at,
                 orders.c.currency,
-                func.sum(lines.c.quantity * lines.c.unit_price).label("total"),
+                func.coalesce(func.sum(lines.c.quantity * lines.c.unit_price), 0).label("total"),
             )
-            .join(lines, lines.c.order_id == orders.c.order_id)
+            # outer: an order whose lines were all held back still has a date worth quoting
+            .outerjoin(lines, lines.c.order_id == orders.c.order_id)
             .where(orders.c.order_id.in_(chunk))
             .group_by(orders.c.order_id, orders.c.ordered_at, orders.c.currency)
         )

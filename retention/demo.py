@@ -869,9 +869,12 @@ def _take(frame: Frame, rows: np.ndarray) -> Frame:
 
 
 def _defect_times(rng: np.random.Generator, k: int, clock: _Clock) -> np.ndarray:
-    """Creation times of new bad rows: a third on the last local day, so a night run meets them too."""
+    """Creation times of new bad rows: spread over the history, about as dense as good rows, with
+    one in a hundred (at least one) on the last local day so that a night run meets some too.
+    A denser last day would trip the quality gate, which is right for a real shop that broke."""
     times = rng.integers(clock.window_start, clock.last_day_start, k)
-    times[: k // 3] = rng.integers(clock.last_day_start, clock.cutoff - 2 * 3600, k // 3)
+    late = max(1, k // 100) if k >= 3 else 0
+    times[:late] = rng.integers(clock.last_day_start, clock.cutoff - 2 * 3600, late)
     return times
 
 

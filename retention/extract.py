@@ -171,22 +171,30 @@ def _retry_orphans(
         return 0
     q = schema.quarantine
     with warehouse.connect() as conn:
-        keys = conn.execute(
-            select(q.c.source_key)
-            .where(q.c.source_table == name, q.c.rule.in_(rules), q.c.resolved_night.is_(None))
-            .distinct()
-        ).scalars().all()
+        keys = (
+            conn.execute(
+                select(q.c.source_key)
+                .where(q.c.source_table == name, q.c.rule.in_(rules), q.c.resolved_night.is_(None))
+                .distinct()
+            )
+            .scalars()
+            .all()
+        )
     table: Table = source.metadata.tables[name]
     key = schema.STAGING_KEYS[name]
     recovered = 0
     for start in range(0, len(keys), settings.chunk_size):
         ids = [int(k) for k in keys[start : start + settings.chunk_size] if k.lstrip("-").isdigit()]
         with source_engine.connect() as conn:
-            rows = conn.execute(
-                select(table)
-                .where(table.c[key].in_(ids), table.c.updated_at < night.window_end_naive)
-                .order_by(table.c[key], table.c.updated_at.desc())
-            ).mappings().all()
+            rows = (
+                conn.execute(
+                    select(table)
+                    .where(table.c[key].in_(ids), table.c.updated_at < night.window_end_naive)
+                    .order_by(table.c[key], table.c.updated_at.desc())
+                )
+                .mappings()
+                .all()
+            )
         chunk, previous = _Chunk(), None
         for row in rows:
             previous = _sort_row(name, key, dict(row), previous, night.window_end_naive, chunk)

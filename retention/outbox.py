@@ -50,6 +50,7 @@ def fill(warehouse: Engine, night: Night, settings: Settings, secret: bytes) -> 
     """
     renderer = Renderer(settings.templates_path, settings.default_language)
     counts: Counter = Counter()
+    missing: Counter = Counter()  # messages skipped because the data they quote has gone
     failures: dict[str, str] = {}
     with warehouse.begin() as conn:
         pending = _pending(conn, night)
@@ -59,7 +60,7 @@ def fill(warehouse: Engine, night: Night, settings: Settings, secret: bytes) -> 
             by_occasion[item["occasion"]].append(item)
         for occasion, items in by_occasion.items():
             try:
-                rows = [_message_row(renderer, item, lookups, night, settings, secret) for item in items]
+                rows = _message_rows(renderer, items, lookups, night, settings, secret, missing)
             except TemplateProblem as problem:
                 failures[occasion] = str(problem)
                 log.error("occasion %s not rendered: %s", occasion, problem)
@@ -72,7 +73,7 @@ def fill(warehouse: Engine, night: Night, settings: Settings, secret: bytes) -> 
                     ("customer_id", "occasion", "occasion_date"),
                 )
     log.info("outbox: %d new messages %s", sum(counts.values()), dict(counts))
-    return {"queued": dict(counts), "template_failures": failures}
+    return {"queued": dict(counts), "template_failures": failures, "missing_data": dict(missing)}
 
 
 def _pending(conn: Connection, night: Night) -> list[dict]:
@@ -96,6 +97,32 @@ def _pending(conn: Connection, night: Night) -> list[dict]:
         item = dict(row)
         item.update(json.loads(item.pop("details")))
         rows.append(item)
+    return rows
+
+
+def _message_rows(
+    renderer: Renderer,
+    items: list[dict],
+    lookups: Lookups,
+    night: Night,
+    settings: Settings,
+    secret: bytes,
+    counts: Counter,
+) -> list[dict]:
+    """Render one occasion's messages; one whose data vanished is skipped and counted, not fatal."""
+    rows = []
+    for item in items:
+        try:
+            rows.append(_message_row(renderer, item, lookups, night, settings, secret))
+        except (KeyError, TypeError, ValueError) as exc:
+            counts[item["occasion"]] += 1
+            log.warning(
+                "%s for customer %s not rendered: the data it quotes is missing (%s: %s)",
+                item["occasion"],
+                item["customer_id"],
+                type(exc).__name__,
+                exc,
+            )
     return rows
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "stage_quality",
     "stage_facts",
     "stage_segments",
+    "stage_recommendations",
     "stage_occasions",
     "stage_render",
     "stage_deliver",
@@ -230,6 +231,29 @@ def stage_segments(settings: Settings, night: Night, run_id: str) -> dict:
     return counts
 
 
+def stage_recommendations(settings: Settings, night: Night, run_id: str, full_rebuild: bool = False) -> dict:
+    """Tonight's product rules and the changed customers' next purchases and accessories."""
+    from retention.recommend import build_recommendations
+
+    # Unchanged customers keep the scores of the night that last computed them; once a week
+    # everyone is recomputed against the current rules.
+    full_rebuild = full_rebuild or night.date.weekday() == settings.recommendations_full_weekday
+    with _stage(settings, night, run_id, "recommendations") as counts:
+        with warehouse_engine(settings.warehouse).begin() as conn:
+            counts.update(
+                build_recommendations(
+                    conn,
+                    night,
+                    full_rebuild=full_rebuild,
+                    min_pairs=settings.rules_min_pairs,
+                    min_confidence=settings.rules_min_confidence,
+                    top_n=settings.recommendations_top_n,
+                )
+            )
+        log.info("recommendations: %s", counts)
+    return counts
+
+
 def stage_occasions(settings: Settings, night: Night, run_id: str) -> dict:
     with _stage(settings, night, run_id, "occasions") as counts:
         if _skip_if_superseded(warehouse_engine(settings.warehouse), night, "occasions", counts):
@@ -278,6 +302,7 @@ NIGHT_STAGES: tuple[tuple[str, Callable[[Settings, Night, str], dict]], ...] = (
     ("quality", stage_quality),
     ("facts", stage_facts),
     ("segments", stage_segments),
+    ("recommendations", stage_recommendations),
     ("occasions", stage_occasions),
     ("render", stage_render),
 )

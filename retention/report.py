@@ -115,7 +115,9 @@ def quarantine_report(
             sorted(conn.execute(select(q.c.rule, func.count()).where(*where).group_by(q.c.rule)).all())
         )
         rows = conn.execute(
-            select(q.c.source_table, q.c.source_key, q.c.rule, q.c.detail, q.c.night, q.c.resolved_night, q.c.raw)
+            select(
+                q.c.source_table, q.c.source_key, q.c.rule, q.c.detail, q.c.night, q.c.resolved_night, q.c.raw
+            )
             .where(*where)
             .order_by(q.c.night.desc(), q.c.source_table, q.c.rule, q.c.source_key)
             .limit(limit)

@@ -313,8 +313,12 @@ outbox = Table(
     Column("message_id", String(250), nullable=False),
     Column("send_at", DateTime, nullable=False),  # UTC: the send window opens, local to the customer
     Column("send_before", DateTime, nullable=False),  # UTC: the send window closes
-    Column("time_zone", String(64), nullable=False),  # the customer's, to move a missed window to the next day
-    Column("status", String(16), nullable=False),  # queued, sending, sent, failed, unknown, cancelled, expired
+    Column(
+        "time_zone", String(64), nullable=False
+    ),  # the customer's, to move a missed window to the next day
+    Column(
+        "status", String(16), nullable=False
+    ),  # queued, sending, sent, failed, unknown, cancelled, expired
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", DateTime),  # UTC; set after a transient failure (4xx, dropped connection)
     Column("lease_owner", String(128)),

@@ -63,7 +63,7 @@ group by 1, 2, 3
 _SPEND = """
 select order_days - 1 as frequency, round(avg_order_value, 2) as monetary, count(*) as customers
 from customer_facts
-where order_days > 1
+where order_days > 1 and avg_order_value > 0  -- spend model: only customers who kept something
 group by 1, 2
 """
 

@@ -92,6 +92,21 @@ class Settings(BaseSettings):
         description="Keep daily segment snapshots this many nights; first-of-month ones are kept for good.",
     )
 
+    # --- recommendations (README, "Recommendations") ---
+    rules_min_pairs: int = Field(
+        3, ge=1, description="A product rule needs at least this many customers (or baskets) behind it."
+    )
+    rules_min_confidence: float = Field(
+        0.05, ge=0, le=1, description="A product rule needs at least this confidence."
+    )
+    recommendations_top_n: int = Field(3, ge=1, description="Recommendations kept per customer and kind.")
+    recommendations_full_weekday: int = Field(
+        6,
+        ge=-1,
+        le=6,
+        description="Weekday (0 Monday .. 6 Sunday) of the full rebuild of every customer's recommendations; -1 never.",
+    )
+
     # --- occasions (README, "Occasions") ---
     occasion_priority: str = Field(
         "thank_you,birthday,anniversary,win_back,feedback,next_purchase,accessory,new_stock",

@@ -65,7 +65,16 @@ def test_dag_is_documented_owned_tagged_and_retried(dagbag, dag_id) -> None:
 
 def test_nightly_chain_has_every_stage(dagbag) -> None:
     nightly = dagbag["dags"]["retention_nightly"]
-    assert nightly["tasks"] == ["customer_facts", "extract", "migrate", "occasions", "quality", "render", "segments"]
+    assert nightly["tasks"] == [
+        "customer_facts",
+        "extract",
+        "migrate",
+        "occasions",
+        "quality",
+        "recommendations",
+        "render",
+        "segments",
+    ]
     assert nightly["params"] == ["full_refresh", "night"]
     assert nightly["timezone"] == "Europe/Berlin"
 

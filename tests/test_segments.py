@@ -165,3 +165,27 @@ def test_segment_counts_add_up_to_the_customers(settings, shop) -> None:
     assert summary["customers"] == 30
     for dimension in ("rfm", "abc", "lifecycle"):
         assert sum(summary[dimension].values()) == 30, dimension
+
+
+def test_churn_is_fitted_tonight_and_scores_every_buyer(settings, shop) -> None:
+    orders = Orders(shop)
+    for customer_id in range(1, 31):
+        shop.customer(customer_id)
+        for n in range(1 + customer_id % 5):
+            orders.add(
+                customer_id,
+                f"2026-{1 + (customer_id + 3 * n) % 10:02d}-{1 + customer_id % 27:02d}",
+                1 + n % 3,
+            )
+    shop.customer(99)  # two orders, both sent back: nothing kept, no spend to learn from
+    orders.add(99, "2026-03-03", returned=1)
+    orders.add(99, "2026-05-05", returned=1)
+    snap = _run(settings)
+    buyers = [row for row in snap.values() if row["frequency"] > 0]
+    assert all(row["p_alive"] is not None and 0 < float(row["p_alive"]) <= 1 for row in buyers)
+    assert all(float(row["expected_order_value"]) > 0 for row in buyers)
+    assert all(row["clv_12m"] is not None for row in buyers)
+    s = schema.churn_fits
+    with warehouse_engine(settings.warehouse).connect() as conn:
+        fitted = dict(conn.execute(select(s.c.model, s.c.customers)).all())
+    assert fitted == {"bg_nbd": 31, "gamma_gamma": len([c for c in range(1, 31) if c % 5])}

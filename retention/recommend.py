@@ -1,0 +1,119 @@
+"""Product rules and per-customer recommendations, set-based inside the warehouse.
+
+Two kinds of rules are learnt from all customers' histories every night and replace
+``product_rules`` as a whole:
+
+* ``next_purchase`` (``sql/marts/product_rules_sequence.sql``): customers who first
+  bought A and later, in another order, first bought B;
+* ``accessory`` (``sql/marts/product_rules_basket.sql``): A and B in the same basket
+  (placed order), plus the catalogue's own accessory pairs once bought together.
+
+``recommendations`` (``sql/marts/recommendations.sql``) then holds, per customer and
+kind, the ``top_n`` best products the customer does not have yet, each with the rule's
+antecedent as the reason and an English explanation sentence. They are recomputed for
+the customers changed in the night, or for everyone in a full rebuild. Every figure
+comes from SQL; no table is loaded into Python.
+
+Measured on a synthetic warehouse of 100k customers, 350k orders, 1M order lines and 2k
+products (2 shared CPU cores): the rules take about 5 s on SQLite and on PostgreSQL, a
+full rebuild of the recommendations about 20 s more (590k rows), an incremental night
+with 1 % of the customers changed under 1 s more.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, func, select, text
+
+from retention import schema
+from retention.night import Night
+from retention.sqlmodels import materialize
+
+__all__ = ["KINDS", "build_rules", "build_recommendations"]
+
+#: Rule kinds and the model that learns each, in rule-id order.
+KINDS: dict[str, str] = {
+    "next_purchase": "marts/product_rules_sequence",
+    "accessory": "marts/product_rules_basket",
+}
+
+
+def build_rules(
+    conn: Connection, night: Night, *, min_pairs: int = 3, min_confidence: float = 0.05
+) -> dict[str, int]:
+    """Replace all of ``product_rules`` with tonight's rules; return the count per kind.
+
+    The first kind's materialisation deletes the whole table, so ids never collide with
+    stale rows; each later kind numbers its rules after the ones already written.
+    """
+    rules = schema.product_rules
+    counts: dict[str, int] = {}
+    offset = 0
+    for position, (kind, model) in enumerate(KINDS.items()):
+        params = {
+            "night": night.date,
+            "min_pairs": int(min_pairs),
+            "min_confidence": float(min_confidence),
+            "rule_id_offset": offset,
+        }
+        scope = None if position == 0 else rules.c.kind == kind
+        counts[kind] = materialize(conn, model, rules, params, scope)
+        offset += counts[kind]
+    return counts
+
+
+def build_recommendations(
+    conn: Connection,
+    night: Night,
+    *,
+    full_rebuild: bool = False,
+    min_pairs: int = 3,
+    min_confidence: float = 0.05,
+    top_n: int = 3,
+) -> dict:
+    """Rebuild the product rules, then the recommendations of the night's changed customers.
+
+    With ``full_rebuild`` every customer's recommendations are recomputed; otherwise only
+    those listed in ``changed_customers`` for the night (their rows are replaced, also
+    when they no longer get any). Unchanged customers keep the rows of the night that
+    last computed them, i.e. scores from that night's rules, until they change or a
+    full rebuild runs. Runs in the caller's transaction.
+
+    Returns counts: ``rules`` per kind, ``customers`` and ``rows`` written (per kind in
+    ``rows_by_kind``), and ``mode``.
+    """
+    if top_n < 1:
+        raise ValueError(f"top_n must be at least 1, not {top_n}")
+    rules = build_rules(conn, night, min_pairs=min_pairs, min_confidence=min_confidence)
+    # The rules were just replaced; fresh statistics keep the planner from taking the new
+    # table for empty and nesting loops over the candidates (valid SQL in both databases).
+    conn.execute(text("analyze product_rules"))
+
+    recs = schema.recommendations
+    changed = select(schema.changed_customers.c.customer_id).where(
+        schema.changed_customers.c.night == night.date
+    )
+    scope = None if full_rebuild else recs.c.customer_id.in_(changed)
+    rows = materialize(
+        conn,
+        "marts/recommendations",
+        recs,
+        {"night": night.date, "top_n": int(top_n)},
+        scope,
+        incremental=not full_rebuild,
+    )
+
+    # Count what was just written (the scope's rows) rather than trusting driver rowcounts.
+    written = select(recs.c.kind, func.count()).group_by(recs.c.kind)
+    if scope is not None:
+        written = written.where(scope)
+    by_kind = {kind: int(count) for kind, count in conn.execute(written)}
+    customers_query = select(func.count(func.distinct(recs.c.customer_id)))
+    if scope is not None:
+        customers_query = customers_query.where(scope)
+    return {
+        "rules": rules,
+        "customers": int(conn.execute(customers_query).scalar_one()),
+        "rows": rows,
+        "rows_by_kind": by_kind,
+        "mode": "full" if full_rebuild else "incremental",
+    }
