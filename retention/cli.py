@@ -53,7 +53,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     night = night_for_date(args.date, settings.time_zone)
-    results = run_night(settings, night, run_id=f"cli__{night}")
+    results = run_night(settings, night, run_id=f"cli__{night}", full_refresh=args.full_refresh)
     for stage, counts in results.items():
         print(f"{stage:10} {json.dumps(counts, default=str, sort_keys=True)}")
     return 0
@@ -215,6 +215,11 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("nightly", cmd_nightly, "run the whole nightly chain for a night, up to a filled outbox")
     p.add_argument("--date", required=True, help="the night, YYYY-MM-DD: takes in the local day before it")
+    p.add_argument(
+        "--full-refresh",
+        action="store_true",
+        help="re-read the whole shop and rebuild every customer's facts and recommendations",
+    )
 
     p = command("send", cmd_send, "deliver what is due in the outbox")
     p.add_argument("--until", help="send messages due at or before this ISO timestamp (default: now)")

@@ -112,6 +112,8 @@ def _params(occasion: str, night: Night, settings: Settings) -> dict:
         params.update(
             kind=occasion, period_start=day - dt.timedelta(days=settings.recommendation_period_days)
         )
+        classes = {c.strip().upper() for c in settings.offer_classes.split(",")}
+        params.update({f"offer_{c.lower()}": int(c in classes) for c in "ABC"})
     elif occasion == "feedback":
         params.update(_delayed(night, settings.feedback_delay_days))
     return params

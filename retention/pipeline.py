@@ -308,11 +308,20 @@ NIGHT_STAGES: tuple[tuple[str, Callable[[Settings, Night, str], dict]], ...] = (
 )
 
 
-def run_night(settings: Settings, night: Night, run_id: str) -> dict[str, dict]:
+def run_night(
+    settings: Settings, night: Night, run_id: str, *, full_refresh: bool = False
+) -> dict[str, dict]:
     """The whole nightly chain for one night, up to a filled outbox."""
     stage_migrate(settings)
     results = {}
     for name, function in NIGHT_STAGES:
         log.info("night %s: %s", night, name)
-        results[name] = function(settings, night, run_id)
+        if full_refresh and name == "extract":
+            results[name] = stage_extract(settings, night, run_id, full_refresh=True)
+        elif full_refresh and name == "facts":
+            results[name] = stage_facts(settings, night, run_id, full_rebuild=True)
+        elif full_refresh and name == "recommendations":
+            results[name] = stage_recommendations(settings, night, run_id, full_rebuild=True)
+        else:
+            results[name] = function(settings, night, run_id)
     return results

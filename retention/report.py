@@ -73,7 +73,13 @@ def night_report(engine: Engine, night: dt.date) -> dict:
                 .group_by(occ.c.occasion, occ.c.reason),
             )
             report["holdout"] = holdout_report(conn, night)
-        if _stage_counts(conn, night, "render") is not None:
+        rendered = _stage_counts(conn, night, "render")
+        if rendered is not None:
+            report["render"] = {
+                "queued": rendered.get("queued", {}),
+                "template_failures": rendered.get("template_failures", {}),
+                "missing_data": rendered.get("missing_data", {}),
+            }
             rows = conn.execute(
                 select(box.c.status, func.count()).where(box.c.night == night).group_by(box.c.status)
             )
@@ -153,6 +159,8 @@ def format_report(report: dict) -> str:
             lines.append(f"  occasion {occasion}: {sum(langs.values())} ({detail})")
         if not report["occasions"]:
             lines.append("  occasions:   none")
+    for occasion, problem in report.get("render", {}).get("template_failures", {}).items():
+        lines.append(f"  NOT RENDERED {occasion}: {problem}")
     if "outbox" in report:
         box = ", ".join(f"{s} {n}" for s, n in report["outbox"].items()) or "empty"
         lines.append(f"  outbox:      {box}")

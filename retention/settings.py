@@ -127,6 +127,10 @@ class Settings(BaseSettings):
         ge=1,
         description="At most one next-purchase (and one accessory) message per customer in this many days.",
     )
+    offer_classes: str = Field(
+        "A,B",
+        description="ABC classes that get product suggestions (next_purchase, accessory); C gets the basics.",
+    )
     feedback_delay_days: int = Field(10, ge=1, description="Days after an order before asking for feedback.")
     holdout_share: float = Field(
         0.05, ge=0, lt=1, description="Share of customers who get no messages (control group)."

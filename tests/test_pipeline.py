@@ -11,6 +11,7 @@ from retention import schema
 from retention.mailer import SmtpConfig
 from retention.night import night_for_date
 from retention.pipeline import run_night, stage_deliver, stage_facts, warehouse_engine
+from tests.airflow_env import ROOT
 from tests.conftest import SECRET
 from tests.shop import Shop
 
@@ -113,3 +114,39 @@ def test_full_rebuild_of_facts_equals_the_incremental_result(settings, shop) -> 
     stage_facts(settings, night, "t2", full_rebuild=True)
     with warehouse_engine(settings.warehouse).connect() as conn:
         assert conn.execute(select(*columns).order_by(facts.c.customer_id)).all() == incremental
+
+
+def test_a_broken_template_blocks_only_its_own_occasion(settings, shop, tmp_path) -> None:
+    import shutil
+
+    from retention.report import night_report
+
+    templates = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", templates)
+    (templates / "birthday" / "de.jinja").write_text(
+        "{% extends '_layout.jinja' %}{% block subject %}{{ oops }"
+    )
+    settings = settings.with_overrides(templates_dir=templates, holdout_share=0.0)
+    shop.customer(7, language="de", birthday=dt.date(1970, 11, 20))
+    results = run_night(settings, night_for_date("2026-11-20", settings.time_zone), "t1")
+    assert results["render"]["queued"] == {"thank_you": 4}
+    assert "birthday" in results["render"]["template_failures"]
+    assert "birthday/de.jinja" in results["render"]["template_failures"]["birthday"]
+    report = night_report(warehouse_engine(settings.warehouse), dt.date(2026, 11, 20))
+    assert "birthday" in report["render"]["template_failures"]
+
+
+def test_racing_renders_never_create_a_second_message_for_a_key(settings, shop) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from retention.pipeline import stage_occasions, stage_render
+
+    night = night_for_date("2026-11-20", settings.time_zone)
+    run_night(settings, night, "t1")
+    with warehouse_engine(settings.warehouse).begin() as conn:
+        conn.execute(schema.outbox.delete())
+    stage_occasions(settings, night, "t2")
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda i: stage_render(settings, night, f"race{i}", secret=SECRET), range(4)))
+    assert sum(sum(r["queued"].values()) for r in results) == 4
+    assert len(_outbox(settings)) == 4
