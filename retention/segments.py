@@ -17,12 +17,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import Connection, and_, func, select, text
+from sqlalchemy import Connection, and_, func, select
 
 from retention import churn, schema
 from retention.night import Night
 from retention.settings import Settings
-from retention.sqlmodels import materialize
+from retention.sqlmodels import materialize, select_model
 
 __all__ = ["fit_churn", "build_snapshots", "prune_snapshots", "segment_summary", "write_report", "draw_chart"]
 
@@ -50,46 +50,21 @@ ABC_CLASSES = ("A", "B", "C")
 MIN_REPEAT_CUSTOMERS = 20
 DAYS_PER_MONTH = 365.25 / 12
 
-_TRIPLES = """
-select order_days - 1 as frequency,
-       {recency} as recency,
-       {age} as age,
-       count(*) as customers
-from customer_facts
-where orders > 0
-group by 1, 2, 3
-"""
 
-_SPEND = """
-select order_days - 1 as frequency, round(avg_order_value, 2) as monetary, count(*) as customers
-from customer_facts
-where order_days > 1 and avg_order_value > 0  -- spend model: only customers who kept something
-group by 1, 2
-"""
-
-
-def _days(conn: Connection, start: str, end: str) -> str:
-    if conn.dialect.name == "postgresql":
-        return f"(cast({end} as date) - cast({start} as date))"
-    return f"cast(julianday(date({end})) - julianday(date({start})) as integer)"
+def _columns(conn: Connection, model: str, params: dict, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """A small model's result as float columns."""
+    rows = select_model(conn, model, params)
+    return {name: np.array([float(row[name]) for row in rows], dtype=float) for name in names}
 
 
 def _triples(conn: Connection, night: Night) -> dict[str, np.ndarray]:
-    end = "cast(:window_end as timestamp)" if conn.dialect.name == "postgresql" else ":window_end"
-    sql = _TRIPLES.format(
-        recency=_days(conn, "first_order_at", "last_order_at"), age=_days(conn, "first_order_at", end)
+    t = _columns(
+        conn,
+        "marts/churn_triples",
+        {"window_end": night.window_end_naive},
+        ("frequency", "recency", "age", "customers"),
     )
-    window_end = night.window_end_naive
-    if conn.dialect.name == "sqlite":
-        window_end = window_end.strftime("%Y-%m-%d %H:%M:%S.%f")
-    rows = conn.execute(text(sql), {"window_end": window_end}).all()
-    columns = np.array(rows, dtype=float).reshape(-1, 4)
-    return {
-        "frequency": columns[:, 0],
-        "recency": columns[:, 1],
-        "age": columns[:, 2],
-        "customers": columns[:, 3],
-    }
+    return t
 
 
 def _discounted_purchases(
@@ -126,8 +101,8 @@ def fit_churn(conn: Connection, night: Night, settings: Settings) -> dict:
     }
     _write_scores(conn, t, scores)
     started = time.perf_counter()
-    spend = np.array(conn.execute(text(_SPEND)).all(), dtype=float).reshape(-1, 3)
-    gg = churn.fit_gamma_gamma(spend[:, 0], spend[:, 1], weights=spend[:, 2])
+    spend = _columns(conn, "marts/churn_spend", {}, ("frequency", "monetary", "customers"))
+    gg = churn.fit_gamma_gamma(spend["frequency"], spend["monetary"], weights=spend["customers"])
     gg_seconds = time.perf_counter() - started
     _record_fit(conn, night, "bg_nbd", bg, bg_seconds)
     _record_fit(conn, night, "gamma_gamma", gg, gg_seconds)
