@@ -40,6 +40,7 @@ class TableResult:
     read: int = 0
     loaded: int = 0
     recovered: int = 0  # rows held back on an earlier night for a missing parent, loaded now
+    lower: dt.datetime | None = None  # rows updated from here (None: from the beginning)
     quarantined: Counter = field(default_factory=Counter)
 
     @property
@@ -60,6 +61,9 @@ class ExtractResult:
             "rows": {name: r.loaded for name, r in self.tables.items()},
             "recovered": {name: r.recovered for name, r in self.tables.items() if r.recovered},
             "read": {name: r.read for name, r in self.tables.items()},
+            "lower_bounds": {
+                name: r.lower.isoformat() if r.lower else None for name, r in self.tables.items()
+            },
             "quarantined": dict(sorted(by_rule.items())),
             "quarantined_by_table": {name: dict(r.quarantined) for name, r in self.tables.items()},
         }
@@ -81,11 +85,23 @@ def extract(
     settings: Settings,
     *,
     full_refresh: bool = False,
+    earlier_lower: dict[str, str | None] | None = None,
 ) -> ExtractResult:
-    """Extract every source table for ``night``; see the module docs for the window."""
+    """Extract every source table for ``night``; see the module docs for the window.
+
+    ``earlier_lower`` holds the lower bounds an earlier run of the same night used (ISO
+    text, ``None`` for "from the beginning"): a re-run reads at least that window again,
+    so that it sees, and reports, what the night's first run saw.
+    """
     results = {}
     for name in source.SOURCE_TABLES:
-        results[name] = _extract_table(source_engine, warehouse, name, night, run_id, settings, full_refresh)
+        lower = _lower_bound(warehouse, name, night, full_refresh)
+        if earlier_lower and name in earlier_lower:
+            earlier = earlier_lower[name]
+            lower = (
+                None if earlier is None or lower is None else min(lower, dt.datetime.fromisoformat(earlier))
+            )
+        results[name] = _extract_table(source_engine, warehouse, name, night, run_id, settings, lower)
     return ExtractResult(results)
 
 
@@ -126,10 +142,9 @@ def _extract_table(
     night: Night,
     run_id: str,
     settings: Settings,
-    full_refresh: bool,
+    lower: dt.datetime | None,
 ) -> TableResult:
-    result = TableResult(name)
-    lower = _lower_bound(warehouse, name, night, full_refresh)
+    result = TableResult(name, lower=lower)
     upper = night.window_end_naive
     log.info("extract %s: rows updated in [%s, %s) UTC", name, lower or "the beginning", upper)
     key = schema.STAGING_KEYS[name]

@@ -89,17 +89,34 @@ def stage_migrate(settings: Settings) -> None:
 
 
 def stage_extract(settings: Settings, night: Night, run_id: str, full_refresh: bool = False) -> dict:
+    """Take in the night's changes; a re-run reads at least the window the night's first run read."""
     with _stage(settings, night, run_id, "extract") as counts:
+        engine = warehouse_engine(settings.warehouse)
+        first = _first_counts(engine, night, "extract")
         result = extract(
             engine_for(settings.source),
-            warehouse_engine(settings.warehouse),
+            engine,
             night,
             run_id,
             settings,
             full_refresh=full_refresh,
+            earlier_lower=first.get("lower_bounds"),
         )
         counts.update(result.as_counts())
     return counts
+
+
+def _first_counts(engine: Engine, night: Night, stage: str) -> dict:
+    log_ = schema.run_log
+    query = (
+        select(log_.c.counts)
+        .where(log_.c.night == night.date, log_.c.stage == stage, log_.c.status == "ok")
+        .order_by(log_.c.run_log_id)
+        .limit(1)
+    )
+    with engine.connect() as conn:
+        text = conn.execute(query).scalar()
+    return json.loads(text) if text else {}
 
 
 def _latest_counts(engine: Engine, night: Night, stage: str) -> dict:

@@ -172,3 +172,13 @@ def test_a_child_held_back_for_a_late_parent_loads_when_the_parent_arrives(setti
     q = schema.quarantine
     with warehouse_engine(settings.warehouse).connect() as conn:
         assert conn.execute(select(q.c.resolved_night)).scalar() == dt.date(2026, 11, 21)
+
+
+def test_rerunning_the_first_night_reads_its_whole_window_again(settings, shop) -> None:
+    shop.customer(1, updated_at=DAY1 - dt.timedelta(days=300))  # history before the night
+    shop.customer(2, updated_at=DAY1)
+    night = night_for_date("2026-11-20", settings.time_zone)
+    first = stage_extract(settings, night, "t1")
+    again = stage_extract(settings, night, "t2")
+    assert first["rows"]["customers"] == again["rows"]["customers"] == 2
+    assert again["lower_bounds"]["customers"] is None
