@@ -161,6 +161,15 @@ def format_report(report: dict) -> str:
             lines.append("  occasions:   none")
     for occasion, problem in report.get("render", {}).get("template_failures", {}).items():
         lines.append(f"  NOT RENDERED {occasion}: {problem}")
+    for occasion, figures in report.get("holdout", {}).items():
+        messaged, holdout = figures.get("messaged", {}), figures.get("holdout", {})
+        rates = [
+            f"{n}d {messaged[f'rate_{n}']:.0%} vs {holdout[f'rate_{n}']:.0%}"
+            for n in (30, 60, 90)
+            if messaged.get(f"rate_{n}") is not None and holdout.get(f"rate_{n}") is not None
+        ]
+        if rates:
+            lines.append(f"  uplift {occasion} (bought again, messaged vs holdout): " + ", ".join(rates))
     if "outbox" in report:
         box = ", ".join(f"{s} {n}" for s, n in report["outbox"].items()) or "empty"
         lines.append(f"  outbox:      {box}")

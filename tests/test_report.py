@@ -93,3 +93,21 @@ def test_uplift_compares_repeat_purchases_of_messaged_and_holdout(settings) -> N
     assert uplift["holdout"]["rate_30"] == 0.0
     assert uplift["holdout"]["rate_90"] == round(1 / h, 4)  # the day-70 buyer
     assert uplift["uplift_60"] == round(round(2 / m, 4) - 0.0, 4)
+
+
+def test_plain_report_shows_the_uplift_where_it_can_be_measured() -> None:
+    from retention.report import format_report
+
+    report = {
+        "logical_date": "2026-12-15",
+        "holdout": {
+            "birthday": {
+                "messaged": {"rate_30": 0.1, "rate_60": 0.2, "rate_90": None},
+                "holdout": {"rate_30": 0.0, "rate_60": 0.05, "rate_90": None},
+            },
+            "win_back": {"messaged": {"rate_30": None}, "holdout": {}},
+        },
+    }
+    text = format_report(report)
+    assert "uplift birthday (bought again, messaged vs holdout): 30d 10% vs 0%, 60d 20% vs 5%" in text
+    assert "win_back" not in text
