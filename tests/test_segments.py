@@ -167,7 +167,9 @@ def test_segment_counts_add_up_to_the_customers(settings, shop) -> None:
         assert sum(summary[dimension].values()) == 30, dimension
 
 
-@pytest.mark.filterwarnings("ignore:.*fit ended at extreme values:RuntimeWarning")  # 30 customers: a tiny sample
+@pytest.mark.filterwarnings(
+    "ignore:.*fit ended at extreme values:RuntimeWarning"
+)  # 30 customers: a tiny sample
 def test_churn_is_fitted_tonight_and_scores_every_buyer(settings, shop) -> None:
     orders = Orders(shop)
     for customer_id in range(1, 31):
