@@ -161,6 +161,15 @@ def format_report(report: dict) -> str:
             lines.append("  occasions:   none")
     for occasion, problem in report.get("render", {}).get("template_failures", {}).items():
         lines.append(f"  NOT RENDERED {occasion}: {problem}")
+    lines += _format_holdout(report)
+    if "outbox" in report:
+        box = ", ".join(f"{s} {n}" for s, n in report["outbox"].items()) or "empty"
+        lines.append(f"  outbox:      {box}")
+    return "\n".join(lines)
+
+
+def _format_holdout(report: dict) -> list[str]:
+    lines = []
     for occasion, figures in report.get("holdout", {}).items():
         messaged, holdout = figures.get("messaged", {}), figures.get("holdout", {})
         rates = [
@@ -170,7 +179,4 @@ def format_report(report: dict) -> str:
         ]
         if rates:
             lines.append(f"  uplift {occasion} (bought again, messaged vs holdout): " + ", ".join(rates))
-    if "outbox" in report:
-        box = ", ".join(f"{s} {n}" for s, n in report["outbox"].items()) or "empty"
-        lines.append(f"  outbox:      {box}")
-    return "\n".join(lines)
+    return lines
