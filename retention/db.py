@@ -51,6 +51,34 @@ def dialect_insert(conn: Connection, table: Table) -> Any:
     raise NotImplementedError(f"warehouse dialect {name!r} is not supported (use SQLite or PostgreSQL)")
 
 
+def _execute_values(conn: Connection, sql: str, table: Table, rows: Sequence[dict]) -> int:
+    """PostgreSQL: psycopg2's ``execute_values``, one round trip per page of rows.
+
+    SQLAlchemy hands ``INSERT ... ON CONFLICT`` batches to psycopg2's plain executemany,
+    one round trip per row, which made a million-row load crawl (266 s against 40 s on
+    SQLite at 100k customers).
+    """
+    from psycopg2.extras import execute_values
+
+    names = _names(table, rows)
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        execute_values(cursor, sql, [tuple(row.get(n) for n in names) for row in rows], page_size=1000)
+        return max(cursor.rowcount, 0)
+    finally:
+        cursor.close()
+
+
+def _names(table: Table, rows: Sequence[dict]) -> list[str]:
+    """The table's columns the rows carry (an omitted column takes its database default)."""
+    return [c.name for c in table.columns if c.name in rows[0]]
+
+
+def _pg_insert_sql(table: Table, rows: Sequence[dict], tail: str) -> str:
+    columns = ", ".join(f'"{name}"' for name in _names(table, rows))
+    return f'INSERT INTO "{table.name}" ({columns}) VALUES %s {tail}'
+
+
 def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict], conflict: Iterable[str]) -> int:
     """Insert rows, silently keeping the existing row on a key conflict.
 
@@ -59,9 +87,12 @@ def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict], conflict
     """
     if not rows:
         return 0
-    stmt = dialect_insert(conn, table).on_conflict_do_nothing(index_elements=list(conflict))
-    result = conn.execute(stmt, list(rows))
-    return max(result.rowcount, 0)
+    conflict = list(conflict)
+    if conn.dialect.name == "postgresql":
+        keys = ", ".join(f'"{k}"' for k in conflict)
+        return _execute_values(conn, _pg_insert_sql(table, rows, f"ON CONFLICT ({keys}) DO NOTHING"), table, rows)
+    stmt = dialect_insert(conn, table).on_conflict_do_nothing(index_elements=conflict)
+    return max(conn.execute(stmt, list(rows)).rowcount, 0)
 
 
 def upsert(
@@ -70,8 +101,16 @@ def upsert(
     """Insert or update rows by ``key``, never replacing a newer version with an older one."""
     if not rows:
         return
-    stmt = dialect_insert(conn, table)
     columns = [c.name for c in table.columns if c.name != key]
+    if conn.dialect.name == "postgresql":
+        updates = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in columns)
+        tail = (
+            f'ON CONFLICT ("{key}") DO UPDATE SET {updates} '
+            f'WHERE EXCLUDED."{version}" >= "{table.name}"."{version}"'
+        )
+        _execute_values(conn, _pg_insert_sql(table, rows, tail), table, rows)
+        return
+    stmt = dialect_insert(conn, table)
     stmt = stmt.on_conflict_do_update(
         index_elements=[key],
         set_={name: stmt.excluded[name] for name in columns},
