@@ -90,7 +90,9 @@ def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict], conflict
     conflict = list(conflict)
     if conn.dialect.name == "postgresql":
         keys = ", ".join(f'"{k}"' for k in conflict)
-        return _execute_values(conn, _pg_insert_sql(table, rows, f"ON CONFLICT ({keys}) DO NOTHING"), table, rows)
+        return _execute_values(
+            conn, _pg_insert_sql(table, rows, f"ON CONFLICT ({keys}) DO NOTHING"), table, rows
+        )
     stmt = dialect_insert(conn, table).on_conflict_do_nothing(index_elements=conflict)
     return max(conn.execute(stmt, list(rows)).rowcount, 0)
 

@@ -27,7 +27,6 @@ import smtplib
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
-from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlparse
 
 import yagmail
@@ -42,7 +41,6 @@ __all__ = [
     "SmtpUnavailable",
     "Unsubscribe",
     "build_message",
-    "deliver",
     "unsubscribe_links",
 ]
 
@@ -351,10 +349,3 @@ def build_message(
     msg.set_content(row["text_body"])
     msg.add_alternative(row["html_body"], subtype="html")
     return msg
-
-
-def deliver(*args: Any, **kwargs: Any) -> dict[str, int]:
-    """Kept for callers of the first version; see :func:`retention.delivery.deliver`."""
-    from retention.delivery import deliver as _deliver  # delivery imports this module
-
-    return _deliver(*args, **kwargs)

@@ -17,13 +17,14 @@ from sqlalchemy import Engine, func, select
 
 from retention import schema
 from retention.db import engine_for, insert_ignore
-from retention.delivery import DeliveryPolicy
+from retention.delivery import DeliveryPolicy, deliver
 from retention.extract import extract
-from retention.mailer import SmtpConfig, deliver
+from retention.mailer import SmtpConfig
 from retention.migrate import upgrade
 from retention.night import Night
 from retention.occasions import detect
 from retention.outbox import fill
+from retention.runlog import stage_counts
 from retention.settings import Settings
 from retention.sqlmodels import materialize
 from retention.unsubscribe import secret_from_env
@@ -92,7 +93,8 @@ def stage_extract(settings: Settings, night: Night, run_id: str, full_refresh: b
     """Take in the night's changes; a re-run reads at least the window the night's first run read."""
     with _stage(settings, night, run_id, "extract") as counts:
         engine = warehouse_engine(settings.warehouse)
-        first = _first_counts(engine, night, "extract")
+        with engine.connect() as conn:
+            first = stage_counts(conn, night.date, "extract", first=True) or {}
         result = extract(
             engine_for(settings.source),
             engine,
@@ -106,36 +108,11 @@ def stage_extract(settings: Settings, night: Night, run_id: str, full_refresh: b
     return counts
 
 
-def _first_counts(engine: Engine, night: Night, stage: str) -> dict:
-    log_ = schema.run_log
-    query = (
-        select(log_.c.counts)
-        .where(log_.c.night == night.date, log_.c.stage == stage, log_.c.status == "ok")
-        .order_by(log_.c.run_log_id)
-        .limit(1)
-    )
-    with engine.connect() as conn:
-        text = conn.execute(query).scalar()
-    return json.loads(text) if text else {}
-
-
-def _latest_counts(engine: Engine, night: Night, stage: str) -> dict:
-    log_ = schema.run_log
-    query = (
-        select(log_.c.counts)
-        .where(log_.c.night == night.date, log_.c.stage == stage, log_.c.status == "ok")
-        .order_by(log_.c.run_log_id.desc())
-        .limit(1)
-    )
-    with engine.connect() as conn:
-        text = conn.execute(query).scalar()
-    return json.loads(text) if text else {}
-
-
 def stage_quality(settings: Settings, night: Night, run_id: str) -> dict:
     """Fail when a table's share of bad rows passes the threshold; otherwise report the shares."""
     with _stage(settings, night, run_id, "quality") as counts:
-        extracted = _latest_counts(warehouse_engine(settings.warehouse), night, "extract")
+        with warehouse_engine(settings.warehouse).connect() as conn:
+            extracted = stage_counts(conn, night.date, "extract")
         if not extracted:
             raise QualityError(f"night {night}: no successful extract to check; run the extract first")
         problems = []

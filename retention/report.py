@@ -13,6 +13,7 @@ from collections import defaultdict
 from sqlalchemy import Engine, func, select
 
 from retention import schema
+from retention.runlog import stage_counts
 
 __all__ = ["latest_night", "night_report", "quarantine_report", "format_report"]
 
@@ -24,17 +25,6 @@ def latest_night(engine: Engine) -> dt.date | None:
         return conn.execute(
             select(func.max(log.c.night)).where(log.c.stage == "extract", log.c.status == "ok")
         ).scalar()
-
-
-def _stage_counts(conn, night: dt.date, stage: str) -> dict | None:
-    log = schema.run_log
-    text = conn.execute(
-        select(log.c.counts)
-        .where(log.c.night == night, log.c.stage == stage, log.c.status == "ok")
-        .order_by(log.c.run_log_id.desc())
-        .limit(1)
-    ).scalar()
-    return json.loads(text) if text else None
 
 
 def _grouped(conn, query) -> dict:
@@ -49,17 +39,17 @@ def night_report(engine: Engine, night: dt.date) -> dict:
     report: dict = {"logical_date": night.isoformat()}
     occ, box, facts = schema.occasions, schema.outbox, schema.customer_facts
     with engine.connect() as conn:
-        extracted = _stage_counts(conn, night, "extract")
+        extracted = stage_counts(conn, night, "extract")
         if extracted is not None:
             report["extract"] = {"rows": extracted["rows"], "quarantined": extracted["quarantined"]}
-        if _stage_counts(conn, night, "segments") is not None:
+        if stage_counts(conn, night, "segments") is not None:
             from retention.segments import segment_summary
 
             report["segments"] = segment_summary(conn, night)
             report["segments"]["buyers"] = conn.execute(
                 select(func.count()).select_from(facts).where(facts.c.orders > 0)
             ).scalar()
-        if _stage_counts(conn, night, "occasions") is not None:
+        if stage_counts(conn, night, "occasions") is not None:
             report["occasions"] = _grouped(
                 conn,
                 select(occ.c.occasion, occ.c.language, func.count())
@@ -73,7 +63,7 @@ def night_report(engine: Engine, night: dt.date) -> dict:
                 .group_by(occ.c.occasion, occ.c.reason),
             )
             report["holdout"] = holdout_report(conn, night)
-        rendered = _stage_counts(conn, night, "render")
+        rendered = stage_counts(conn, night, "render")
         if rendered is not None:
             report["render"] = {
                 "queued": rendered.get("queued", {}),
