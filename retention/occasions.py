@@ -33,25 +33,13 @@ from sqlalchemy import Connection, Engine, select
 
 from retention import schema
 from retention.night import Night
-from retention.settings import Settings
+from retention.settings import OCCASIONS, Settings
 from retention.sqlmodels import select_model
 from retention.unsubscribe import email_hash
 
 __all__ = ["OCCASIONS", "detect", "in_holdout", "anniversary_date"]
 
 log = logging.getLogger(__name__)
-
-#: Every occasion the pipeline knows (the default priority order).
-OCCASIONS = (
-    "thank_you",
-    "birthday",
-    "anniversary",
-    "win_back",
-    "feedback",
-    "next_purchase",
-    "accessory",
-    "new_stock",
-)
 
 
 def _md(day: dt.date) -> str:

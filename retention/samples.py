@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from retention.render import format_day, format_money, salutation
+from retention.settings import OCCASIONS
 
 __all__ = [
     "OCCASIONS",
@@ -25,18 +26,6 @@ __all__ = [
     "sample_contexts",
 ]
 
-#: Every occasion with templates (the same names as ``retention.occasions.OCCASIONS``; kept here
-#: so that linting templates does not import the occasion detection and its SQL).
-OCCASIONS = (
-    "thank_you",
-    "birthday",
-    "anniversary",
-    "win_back",
-    "feedback",
-    "next_purchase",
-    "accessory",
-    "new_stock",
-)
 
 #: The occasion date of every sample message.
 SAMPLE_DATE = dt.date(2026, 11, 23)

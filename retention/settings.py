@@ -21,10 +21,23 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "LANGUAGES"]
+__all__ = ["Settings", "LANGUAGES", "OCCASIONS"]
 
 #: Languages with templates; a customer's language outside this set falls back to the default.
 LANGUAGES = ("en", "de", "nb", "et")
+
+#: Every occasion the pipeline knows, in the default priority order (detection in
+#: ``retention.occasions``, templates in ``templates/<occasion>/``).
+OCCASIONS = (
+    "thank_you",
+    "birthday",
+    "anniversary",
+    "win_back",
+    "feedback",
+    "next_purchase",
+    "accessory",
+    "new_stock",
+)
 
 
 class Settings(BaseSettings):
