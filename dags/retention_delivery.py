@@ -42,7 +42,7 @@ def _until(context) -> dt.datetime:
 
 
 def _dry_run(context, settings) -> bool:
-    return bool(context["params"]["dry_run"]) or bool(getattr(settings, "delivery_dry_run", False))
+    return bool(context["params"]["dry_run"]) or settings.delivery_dry_run
 
 
 @dag(

@@ -172,7 +172,7 @@ class Identity:
             settings.sender,  # type: ignore[attr-defined]
             settings.shop_url,  # type: ignore[attr-defined]
             secret,
-            getattr(settings, "unsubscribe_mailto", None),
+            settings.unsubscribe_mailto,
         )
 
 
@@ -778,7 +778,7 @@ def main(argv: list[str] | None = None) -> int:
         dry_run=args.dry_run,
         policy=policy,
         observer=_trace if args.trace else None,
-        mailto=getattr(settings, "unsubscribe_mailto", None),
+        mailto=settings.unsubscribe_mailto,
     )
     print(json.dumps({"done": counts}, sort_keys=True), flush=True)
     return 0
