@@ -154,15 +154,19 @@ class Settings(BaseSettings):
 
     # --- delivery (docs/delivery.md) ---
     delivery_batch_size: int = Field(
-        200, ge=1, description="Messages per batch (one SMTP session, one mapped task)."
+        200, ge=1, description="Messages per batch (one SMTP session)."
     )
-    delivery_batches: int = Field(4, ge=1, description="Batches per delivery run, sent in parallel.")
+    delivery_batches: int = Field(
+        4, ge=1, description="Batches sent in parallel at most (lanes; each sends its batches in turn)."
+    )
     delivery_rate_per_second: float = Field(
         20.0, ge=0, description="Global send rate of all batches together; 0 = unlimited."
     )
-    delivery_run_cap: int = Field(5000, ge=1, description="Most messages one delivery run sends.")
+    delivery_run_cap: int = Field(
+        5000, ge=1, description="Most messages one delivery run sends, in as many batches as that takes."
+    )
     delivery_max_attempts: int = Field(
-        5, ge=1, description="SMTP attempts before a 4xx or dropped connection is final."
+        5, ge=1, description="SMTP attempts before a 4xx, or a drop before the end of DATA, is final."
     )
     delivery_backoff_seconds: float = Field(
         300, ge=0, description="Wait after the first transient failure; doubles each time."
@@ -172,7 +176,9 @@ class Settings(BaseSettings):
         600, gt=0, description="Claim lease of a message being sent; well above the SMTP timeout."
     )
     delivery_unknown_policy: Literal["hold", "resend"] = Field(
-        "hold", description="A message whose sender died mid-SMTP: hold it as unknown, or resend it."
+        "hold",
+        description="A message whose fate is unknown (sender died mid-SMTP, or no reply after the end of "
+        "DATA): hold it as unknown, or resend it.",
     )
     delivery_max_delay_days: int = Field(
         1,
@@ -192,6 +198,20 @@ class Settings(BaseSettings):
     templates_dir: Path | None = Field(
         None, description="Folder of message templates (default: repo templates/)."
     )
+    template_max_bytes: int = Field(
+        65536, ge=1024, description="Largest template file (also the layout and anything included), in bytes."
+    )
+    message_max_bytes: int = Field(
+        262144,
+        ge=4096,
+        description="Largest rendered part of a message (subject, text or HTML after CSS inlining), in bytes.",
+    )
+    render_timeout_seconds: float = Field(
+        2.0, gt=0, description="Render budget of one message (all its parts), in seconds."
+    )
+    render_memory_mb: int = Field(
+        512, ge=0, description="Memory the render worker may use beyond its start, in MiB; 0 turns it off."
+    )
 
     smtp_conn_id: str = Field("smtp_default", description="Airflow connection with the SMTP server.")
     smtp_url: str | None = Field(
@@ -199,6 +219,11 @@ class Settings(BaseSettings):
         description="SMTP server outside Airflow, as smtp://user:pass@host:port (?ssl=true / ?starttls=true).",
     )
     smtp_timeout: float = Field(30.0, gt=0, description="Seconds before an SMTP conversation gives up.")
+    alert_email: str | None = Field(
+        None,
+        description="Data-engineering address mailed (through smtp_default) when an Airflow task fails "
+        "for good; unset: only a log line.",
+    )
 
     @field_validator("time_zone")
     @classmethod

@@ -19,7 +19,7 @@ from retention.settings import Settings
 from retention.smtp_sink import MailSink
 
 PG_URL = os.environ.get("RETENTION_TEST_PG_URL")
-SECRET = b"test-unsubscribe-secret"
+SECRET = b"test-unsubscribe-secret-of-32-bytes-or-more"  # MIN_SECRET_BYTES: 32
 
 
 @pytest.fixture(autouse=True)
