@@ -15,16 +15,19 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import math
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 
-from sqlalchemy import Connection, Engine, Table, select
+from sqlalchemy import Connection, Engine, Select, Table, select, type_coerce
+from sqlalchemy.types import NullType
 
 from retention import schema, source
 from retention.db import insert_ignore, upsert
 from retention.night import Night
-from retention.quality import Violation, check_row
+from retention.quality import Violation, check_row, prepare_row
 from retention.settings import LANGUAGES, Settings
 
 __all__ = ["extract", "ExtractResult", "TableResult"]
@@ -71,10 +74,28 @@ class ExtractResult:
 
 @dataclass
 class _Chunk:
-    """Rows of one chunk, sorted into good and bad."""
+    """Rows of one chunk, sorted into good (typed, raw) and bad (raw, violation)."""
 
-    good: list[dict] = field(default_factory=list)
+    good: list[tuple[dict, dict]] = field(default_factory=list)
     bad: list[tuple[dict, Violation]] = field(default_factory=list)
+
+
+@dataclass
+class _Copies:
+    """Numbers identical copies of a bad row within one read of a table: 1, 2, ...
+
+    Rows arrive sorted by key, so copies are neighbours; only the current key's copies
+    are remembered from one chunk to the next (see :meth:`keep_only`).
+    """
+
+    seen: Counter = field(default_factory=Counter)
+
+    def number(self, source_key: str, rule: str, row_hash: str) -> int:
+        self.seen[source_key, rule, row_hash] += 1
+        return self.seen[source_key, rule, row_hash]
+
+    def keep_only(self, source_key: str) -> None:
+        self.seen = Counter({k: n for k, n in self.seen.items() if k[0] == source_key})
 
 
 def extract(
@@ -119,12 +140,22 @@ def _lower_bound(warehouse: Engine, name: str, night: Night, full_refresh: bool)
     return min(mark, night.window_start_naive)
 
 
+def _raw_select(table: Table) -> Select:
+    """Every column as the source database holds it: no type conversion while fetching.
+
+    SQLAlchemy's SQLite ``DateTime`` and ``Numeric`` processors raise (or round) on a
+    value they do not expect, failing the whole fetch; ``quality.prepare_row`` converts
+    each row instead, and quarantines the one that does not convert.
+    """
+    return select(*(type_coerce(c, NullType()).label(c.name) for c in table.columns))
+
+
 def _source_rows(
     source_engine: Engine, name: str, lower: dt.datetime | None, upper: dt.datetime, size: int
 ) -> Iterator[list[dict]]:
     table: Table = source.metadata.tables[name]
     key = table.c[schema.STAGING_KEYS[name]]
-    query = select(table).where(table.c.updated_at < upper)
+    query = _raw_select(table).where(table.c.updated_at < upper)
     if lower is not None:
         query = query.where(table.c.updated_at >= lower)
     # Newest copy first within a key: duplicates are adjacent and the first one wins.
@@ -149,13 +180,15 @@ def _extract_table(
     log.info("extract %s: rows updated in [%s, %s) UTC", name, lower or "the beginning", upper)
     key = schema.STAGING_KEYS[name]
     previous_key: object = None
+    copies = _Copies()
     for rows in _source_rows(source_engine, name, lower, upper, settings.chunk_size):
         chunk = _Chunk()
         for row in rows:
             previous_key = _sort_row(name, key, row, previous_key, upper, chunk)
         with warehouse.begin() as conn:
             _check_references(conn, name, chunk)
-            _write(conn, name, chunk, night, run_id, settings)
+            _write(conn, name, chunk, night, run_id, settings, copies)
+        copies.keep_only(_key_text(rows[-1].get(key)))
         result.read += len(rows)
         result.loaded += len(chunk.good)
         result.quarantined.update(v.rule for _, v in chunk.bad)
@@ -198,13 +231,16 @@ def _retry_orphans(
     table: Table = source.metadata.tables[name]
     key = schema.STAGING_KEYS[name]
     recovered = 0
-    for start in range(0, len(keys), settings.chunk_size):
-        ids = [int(k) for k in keys[start : start + settings.chunk_size] if k.lstrip("-").isdigit()]
+    ids = [int(k) for k in keys if k.lstrip("-").isdigit() and -(2**63) <= int(k) < 2**63]
+    for start in range(0, len(ids), settings.chunk_size):
         with source_engine.connect() as conn:
             rows = (
                 conn.execute(
-                    select(table)
-                    .where(table.c[key].in_(ids), table.c.updated_at < night.window_end_naive)
+                    _raw_select(table)
+                    .where(
+                        table.c[key].in_(ids[start : start + settings.chunk_size]),
+                        table.c.updated_at < night.window_end_naive,
+                    )
                     .order_by(table.c[key], table.c.updated_at.desc())
                 )
                 .mappings()
@@ -215,8 +251,10 @@ def _retry_orphans(
             previous = _sort_row(name, key, dict(row), previous, night.window_end_naive, chunk)
         with warehouse.begin() as conn:
             _check_references(conn, name, chunk)
-            _write(conn, name, chunk, night, run_id, settings)
-            loaded = [str(row[key]) for row in chunk.good]
+            # Rows still held back are in the quarantine already, from the night that first read them.
+            chunk.bad = []
+            _write(conn, name, chunk, night, run_id, settings, _Copies())
+            loaded = [str(typed[key]) for typed, _ in chunk.good]
             if loaded:
                 conn.execute(
                     q.update()
@@ -230,22 +268,31 @@ def _retry_orphans(
 
 
 def _sort_row(
-    name: str, key: str, row: dict, previous_key: object, upper: dt.datetime, chunk: _Chunk
+    name: str, key: str, raw: dict, previous_key: object, upper: dt.datetime, chunk: _Chunk
 ) -> object:
-    """Put one row in the good or bad pile; returns its key for the duplicate check."""
+    """Put one row in the good or bad pile; returns its key for the duplicate check.
+
+    A row whose values do not convert to the warehouse's types is bad whatever its key;
+    among the others, the first copy of a key (the newest) is the one that counts.
+    """
+    try:
+        row = prepare_row(name, raw)
+    except Violation as violation:
+        chunk.bad.append((raw, violation))
+        return previous_key
     if row[key] is not None and row[key] == previous_key:
         violation = Violation(
             "duplicate_key", f"{key} {row[key]} appears more than once in {name}; a newer copy was kept"
         )
-        chunk.bad.append((row, violation))
+        chunk.bad.append((raw, violation))
         return previous_key
     violation = check_row(name, row, upper)
     if violation is None and row[key] is None:
         violation = Violation("missing_value", f"{key} is empty")
     if violation is None:
-        chunk.good.append(row)
+        chunk.good.append((row, raw))
     else:
-        chunk.bad.append((row, violation))
+        chunk.bad.append((raw, violation))
     return row[key]
 
 
@@ -258,39 +305,47 @@ _REFERENCES = {
 def _check_references(conn: Connection, name: str, chunk: _Chunk) -> None:
     """Move rows whose parent is not in staging to the bad pile (one query per reference)."""
     for column, parent, rule in _REFERENCES.get(name, []):
-        ids = {row[column] for row in chunk.good}
+        ids = {row[column] for row, _ in chunk.good}
         if not ids:
             continue
         parent_table = schema.STAGING[parent]
         parent_key = parent_table.c[schema.STAGING_KEYS[parent]]
         known = set(conn.execute(select(parent_key).where(parent_key.in_(ids))).scalars())
         keep = []
-        for row in chunk.good:
+        for row, raw in chunk.good:
             if row[column] in known:
-                keep.append(row)
+                keep.append((row, raw))
             else:
                 detail = f"{column} {row[column]} is not in {parent} (unknown or quarantined)"
-                chunk.bad.append((row, Violation(rule, detail)))
+                chunk.bad.append((raw, Violation(rule, detail)))
         chunk.good = keep
 
 
-def _write(conn: Connection, name: str, chunk: _Chunk, night: Night, run_id: str, settings: Settings) -> None:
+def _write(
+    conn: Connection,
+    name: str,
+    chunk: _Chunk,
+    night: Night,
+    run_id: str,
+    settings: Settings,
+    copies: _Copies,
+) -> None:
     table = schema.STAGING[name]
     key = schema.STAGING_KEYS[name]
-    staged = [_clean(name, row, night, settings) for row in chunk.good]
+    staged = [_clean(name, row, night, settings) for row, _ in chunk.good]
     upsert(conn, table, staged, key)
     insert_ignore(
         conn,
         schema.quarantine,
-        [_quarantine_row(name, key, row, v, night, run_id) for row, v in chunk.bad],
-        ("source_table", "source_key", "rule", "row_hash"),
+        [_quarantine_row(name, key, raw, v, night, run_id, copies) for raw, v in chunk.bad],
+        ("night", "source_table", "source_key", "rule", "row_hash", "occurrence"),
     )
     _record_changed_customers(conn, name, staged, night)
 
 
 def _clean(name: str, row: dict, night: Night, settings: Settings) -> dict:
     """Staging only tidies: trims text, fills safe defaults. Business logic starts in the marts."""
-    out = {c.name: row.get(c.name) for c in schema.STAGING[name].columns if c.name != "loaded_night"}
+    out = dict(row)  # prepare_row made it: exactly the staging columns
     out["loaded_night"] = night.date
     if name == "customers":
         out["email"] = row["email"].strip()
@@ -310,17 +365,63 @@ def _clean(name: str, row: dict, night: Night, settings: Settings) -> dict:
     return out
 
 
-def _quarantine_row(name: str, key: str, row: dict, violation: Violation, night: Night, run_id: str) -> dict:
-    raw = json.dumps(row, default=str, sort_keys=True, ensure_ascii=False)
+#: Longest text of a raw value kept in the quarantine (the row hash covers all of it).
+RAW_TEXT_LIMIT = 2000
+
+
+def _key_text(value: object) -> str:
+    """The quarantine's ``source_key`` (64 characters): the id, or the repr of a value that is none."""
+    if type(value) is int or value is None:
+        return str(value)
+    text = repr(value)
+    return text if len(text) <= 64 else text[:61] + "..."
+
+
+def _json_value(value: object) -> object:
+    """A raw source value as JSON can hold it, readable: bytes as their repr, infinity as text."""
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:  # a lone surrogate cannot be stored as UTF-8
+            return value.encode("utf-8", "backslashreplace").decode()
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    return repr(value)
+
+
+def _shortened(value: object) -> object:
+    if isinstance(value, str) and len(value) > RAW_TEXT_LIMIT:
+        return f"{value[:RAW_TEXT_LIMIT]}... ({len(value)} characters)"
+    return value
+
+
+def _quarantine_row(
+    name: str, key: str, raw: dict, violation: Violation, night: Night, run_id: str, copies: _Copies
+) -> dict:
+    values = {column: _json_value(value) for column, value in raw.items()}
+    text = json.dumps(values, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    row_hash = hashlib.sha256(text.encode()).hexdigest()
+    if any(isinstance(v, str) and len(v) > RAW_TEXT_LIMIT for v in values.values()):
+        shortened = {column: _shortened(value) for column, value in values.items()}
+        text = json.dumps(shortened, sort_keys=True, ensure_ascii=False)
+    source_key = _key_text(raw.get(key))
     return {
         "source_table": name,
-        "source_key": str(row.get(key)),
+        "source_key": source_key,
         "rule": violation.rule,
         "detail": violation.detail,
-        "row_hash": hashlib.sha256(raw.encode()).hexdigest(),
-        "raw": raw,
+        "row_hash": row_hash,
+        "raw": text,
         "night": night.date,
         "run_id": run_id,
+        "occurrence": copies.number(source_key, violation.rule, row_hash),
     }
 
 

@@ -12,6 +12,7 @@ tables ``quarantine``, ``run_log``, ``extract_watermark`` and ``changed_customer
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Date,
@@ -36,14 +37,25 @@ metadata = MetaData(
     }
 )
 
+#: A price, a cost, one order line's value: what the extract lets in (``quality.prepare_row``).
 Money = Numeric(14, 2)
+
+#: Sums of many order lines (a customer's revenue, margin, CLV): room for ten thousand order
+#: lines of the largest value ``Money`` admits. SQLite enforces no precision, so it keeps the
+#: declared type it had and needs no table rebuild.
+Total = Numeric(18, 2).with_variant(Numeric(14, 2), "sqlite")
+
+#: The shop's ids (customers, products, orders, order lines) are integers up to 2**63 - 1:
+#: BIGINT on PostgreSQL. SQLite's INTEGER is 64-bit already, and an ``INTEGER PRIMARY KEY``
+#: must stay exactly that to remain the rowid. Also used for sums of quantities.
+Id = BigInteger().with_variant(Integer, "sqlite")
 
 # --- staging: cleaned copies of the shop's tables, one row per source key ------------------------
 
 stg_customers = Table(
     "stg_customers",
     metadata,
-    Column("customer_id", Integer, primary_key=True, autoincrement=False),
+    Column("customer_id", Id, primary_key=True, autoincrement=False),
     Column("email", Text, nullable=False),
     Column("first_name", Text, nullable=False),
     Column("last_name", Text),
@@ -60,11 +72,11 @@ stg_customers = Table(
 stg_products = Table(
     "stg_products",
     metadata,
-    Column("product_id", Integer, primary_key=True, autoincrement=False),
+    Column("product_id", Id, primary_key=True, autoincrement=False),
     Column("sku", String(32)),
     Column("name", Text, nullable=False),
     Column("category", String(64), nullable=False),
-    Column("accessory_for", Integer),
+    Column("accessory_for", Id),
     Column("price", Money, nullable=False),
     Column("cost", Money, nullable=False),
     Column("currency", String(3), nullable=False),
@@ -76,8 +88,8 @@ stg_products = Table(
 stg_orders = Table(
     "stg_orders",
     metadata,
-    Column("order_id", Integer, primary_key=True, autoincrement=False),
-    Column("customer_id", Integer, nullable=False, index=True),
+    Column("order_id", Id, primary_key=True, autoincrement=False),
+    Column("customer_id", Id, nullable=False, index=True),
     Column("ordered_at", DateTime, nullable=False, index=True),
     Column("status", String(16), nullable=False),
     Column("currency", String(3), nullable=False),
@@ -88,9 +100,9 @@ stg_orders = Table(
 stg_order_items = Table(
     "stg_order_items",
     metadata,
-    Column("order_item_id", Integer, primary_key=True, autoincrement=False),
-    Column("order_id", Integer, nullable=False, index=True),
-    Column("product_id", Integer, nullable=False),
+    Column("order_item_id", Id, primary_key=True, autoincrement=False),
+    Column("order_id", Id, nullable=False, index=True),
+    Column("product_id", Id, nullable=False),
     Column("quantity", Integer, nullable=False),
     Column("unit_price", Money, nullable=False),
     Column("unit_cost", Money, nullable=False),
@@ -129,7 +141,13 @@ quarantine = Table(
     Column("run_id", String(250), nullable=False),
     # Set when a row held back for a missing parent loaded later, once the parent arrived.
     Column("resolved_night", Date),
-    UniqueConstraint("source_table", "source_key", "rule", "row_hash", name="uq_quarantine_row"),
+    # Identical copies of a bad row in one night's read are numbered 1, 2, ...: each is a row
+    # here, so the quarantine holds as many rows as the run log counted; a re-run of the
+    # night reads the same copies and adds nothing.
+    Column("occurrence", Integer, nullable=False, server_default="1"),
+    UniqueConstraint(
+        "night", "source_table", "source_key", "rule", "row_hash", "occurrence", name="uq_quarantine_copy"
+    ),
 )
 
 run_log = Table(
@@ -159,7 +177,7 @@ changed_customers = Table(
     "changed_customers",
     metadata,
     Column("night", Date, primary_key=True),
-    Column("customer_id", Integer, primary_key=True, autoincrement=False),
+    Column("customer_id", Id, primary_key=True, autoincrement=False),
 )
 
 # --- marts ---------------------------------------------------------------------------------------
@@ -167,24 +185,24 @@ changed_customers = Table(
 customer_facts = Table(
     "customer_facts",
     metadata,
-    Column("customer_id", Integer, primary_key=True, autoincrement=False),
+    Column("customer_id", Id, primary_key=True, autoincrement=False),
     Column("first_order_at", DateTime),
     Column("last_order_at", DateTime),
-    Column("first_order_id", Integer),
+    Column("first_order_id", Id),
     Column("orders", Integer, nullable=False),  # placed orders; cancelled ones excluded
     Column("order_days", Integer, nullable=False),  # distinct local days with an order (BG/NBD counts these)
     Column("cancelled_orders", Integer, nullable=False),
-    Column("items", Integer, nullable=False),
-    Column("returned_items", Integer, nullable=False),
-    Column("revenue", Money, nullable=False),  # net of returns
-    Column("returns_value", Money, nullable=False),
-    Column("margin", Money, nullable=False),  # (price - cost) of kept items
-    Column("avg_order_value", Money),
+    Column("items", Id, nullable=False),
+    Column("returned_items", Id, nullable=False),
+    Column("revenue", Total, nullable=False),  # net of returns
+    Column("returns_value", Total, nullable=False),
+    Column("margin", Total, nullable=False),  # (price - cost) of kept items
+    Column("avg_order_value", Total),
     Column("usual_gap_days", Numeric(10, 2)),  # mean days between distinct order days
     Column("preferred_category", String(64)),  # by revenue, ties by name
     Column("orders_12m", Integer, nullable=False),  # trailing year before the night
-    Column("revenue_12m", Money, nullable=False),
-    Column("margin_12m", Money, nullable=False),
+    Column("revenue_12m", Total, nullable=False),
+    Column("margin_12m", Total, nullable=False),
     Column("night", Date, nullable=False),  # the night that last recomputed this row
 )
 
@@ -193,11 +211,11 @@ segment_snapshots = Table(
     "segment_snapshots",
     metadata,
     Column("night", Date, primary_key=True),
-    Column("customer_id", Integer, primary_key=True, autoincrement=False),
+    Column("customer_id", Id, primary_key=True, autoincrement=False),
     Column("recency_days", Integer),  # days since the last order; null for never-bought
     Column("tenure_days", Integer),  # days since the first order
     Column("frequency", Integer, nullable=False),  # placed orders, all time
-    Column("monetary", Money, nullable=False),  # revenue net of returns, all time
+    Column("monetary", Total, nullable=False),  # revenue net of returns, all time
     Column("r_score", Integer),
     Column("f_score", Integer),
     Column("m_score", Integer),
@@ -206,10 +224,10 @@ segment_snapshots = Table(
     Column("lifecycle_phase", String(16), nullable=False),
     Column("p_alive", Numeric(6, 4)),
     Column("expected_purchases_90d", Numeric(10, 4)),
-    Column("expected_order_value", Money),
-    Column("clv_12m", Money),
-    Column("service_cost_12m", Money, nullable=False),
-    Column("profit_12m", Money, nullable=False),  # margin_12m - service cost
+    Column("expected_order_value", Total),
+    Column("clv_12m", Total),
+    Column("service_cost_12m", Total, nullable=False),
+    Column("profit_12m", Total, nullable=False),  # margin_12m - service cost
     Column("unprofitable", Boolean, nullable=False),
     Index("ix_segment_snapshots_customer", "customer_id", "night"),
 )
@@ -233,9 +251,10 @@ churn_scores = Table(
     Column("recency", Integer, primary_key=True, autoincrement=False),
     Column("age", Integer, primary_key=True, autoincrement=False),
     Column("customers", Integer, nullable=False),
-    Column("p_alive", Numeric(6, 4), nullable=False),
-    Column("expected_purchases_90d", Numeric(10, 4), nullable=False),
-    Column("discounted_purchases_12m", Numeric(10, 4), nullable=False),
+    # NULL: the figure could not be computed tonight (the reason is in the segments stage's counts).
+    Column("p_alive", Numeric(6, 4)),
+    Column("expected_purchases_90d", Numeric(10, 4)),
+    Column("discounted_purchases_12m", Numeric(10, 4)),
 )
 
 # Rules learnt from all customers' histories; rebuilt by each night.
@@ -244,8 +263,8 @@ product_rules = Table(
     metadata,
     Column("rule_id", Integer, primary_key=True),
     Column("kind", String(16), nullable=False),  # next_purchase (sequence), accessory (basket)
-    Column("antecedent_product_id", Integer, nullable=False),
-    Column("consequent_product_id", Integer, nullable=False),
+    Column("antecedent_product_id", Id, nullable=False),
+    Column("consequent_product_id", Id, nullable=False),
     Column("support", Numeric(10, 6), nullable=False),
     Column("confidence", Numeric(10, 6), nullable=False),
     Column("lift", Numeric(12, 4), nullable=False),
@@ -257,11 +276,11 @@ product_rules = Table(
 recommendations = Table(
     "recommendations",
     metadata,
-    Column("customer_id", Integer, primary_key=True, autoincrement=False),
+    Column("customer_id", Id, primary_key=True, autoincrement=False),
     Column("kind", String(16), primary_key=True),  # next_purchase, accessory
     Column("rank", Integer, primary_key=True, autoincrement=False),  # 1 = best
-    Column("product_id", Integer, nullable=False),
-    Column("because_product_id", Integer, nullable=False),
+    Column("product_id", Id, nullable=False),
+    Column("because_product_id", Id, nullable=False),
     Column("score", Numeric(12, 6), nullable=False),
     Column("explanation", Text, nullable=False),
     Column("night", Date, nullable=False),
@@ -276,7 +295,7 @@ segment_report = Table(
     ),  # rfm_segment, abc_class, lifecycle_phase, transition, abc_comparison
     Column("value", String(64), primary_key=True),
     Column("customers", Integer, nullable=False),
-    Column("metric", Numeric(14, 4)),  # dimension-specific figure (e.g. orders per customer)
+    Column("metric", Numeric(24, 4).with_variant(Numeric(14, 4), "sqlite")),  # see Total  # dimension-specific figure (e.g. orders per customer)
 )
 
 # --- occasions and messages ----------------------------------------------------------------------
@@ -285,7 +304,7 @@ occasions = Table(
     "occasions",
     metadata,
     Column("occasion_id", Integer, primary_key=True),
-    Column("customer_id", Integer, nullable=False),
+    Column("customer_id", Id, nullable=False),
     Column("occasion", String(32), nullable=False),
     Column("occasion_date", Date, nullable=False),  # the customer's local date
     Column("night", Date, nullable=False, index=True),
@@ -300,7 +319,7 @@ outbox = Table(
     "outbox",
     metadata,
     Column("outbox_id", Integer, primary_key=True),
-    Column("customer_id", Integer, nullable=False),
+    Column("customer_id", Id, nullable=False),
     Column("occasion", String(32), nullable=False),
     Column("occasion_date", Date, nullable=False),
     Column("night", Date, nullable=False, index=True),

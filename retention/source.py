@@ -6,24 +6,42 @@ key or a foreign key; the extract's quality rules decide what is good.
 
 Every table carries ``updated_at`` (UTC, naive ``DATETIME``), which drives the
 incremental extract.
+
+Read the source through :func:`source_engine`: with SQLite a text value whose bytes are
+not UTF-8 would otherwise fail the whole fetch, not just its row.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from sqlalchemy import (
     Boolean,
     Column,
     Date,
     DateTime,
+    Engine,
     Integer,
     MetaData,
     Numeric,
     String,
     Table,
     Text,
+    event,
 )
 
-__all__ = ["metadata", "customers", "products", "orders", "order_items", "SOURCE_TABLES"]
+from retention.db import engine_for
+
+__all__ = [
+    "metadata",
+    "customers",
+    "products",
+    "orders",
+    "order_items",
+    "SOURCE_TABLES",
+    "UndecodableText",
+    "source_engine",
+]
 
 metadata = MetaData()
 
@@ -85,3 +103,32 @@ order_items = Table(
 
 #: Extract order: parents before children, so that reference checks see the parents.
 SOURCE_TABLES = ("customers", "products", "orders", "order_items")
+
+
+class UndecodableText(bytes):
+    """A text value whose bytes are not UTF-8, as :func:`source_engine` hands it over.
+
+    sqlite3 raises "Could not decode to UTF-8" for the whole fetch on such a value
+    unless the connection's ``text_factory`` says otherwise; with this one the extract
+    sees the bytes and quarantines the one row (rule ``invalid_text``).
+    """
+
+
+def decode_text(data: bytes) -> str | UndecodableText:
+    """A sqlite3 ``text_factory``: UTF-8 text as ``str``, anything else as :class:`UndecodableText`."""
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return UndecodableText(data)
+
+
+def source_engine(url: str) -> Engine:
+    """An engine to read the shop's database with (see :func:`decode_text` for SQLite)."""
+    engine = engine_for(url)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _tolerant_text)
+    return engine
+
+
+def _tolerant_text(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.text_factory = decode_text
