@@ -6,6 +6,13 @@ contexts of :mod:`retention.samples` (and their variants, so both sides of
 
 - errors: syntax errors, undefined variables (also in branches the samples do not take:
   every name a template uses must be in its occasion's context), sandbox violations,
+  what is provably unbounded (a file over the size limit, a recursive macro, a template
+  that includes, imports or extends itself directly or through a cycle, a range over
+  the sandbox's cap, nested loops over constant ranges that multiply past
+  :data:`MAX_LOOP_ITERATIONS`), anything that breaks the render bounds when the samples
+  are rendered (in the render worker, under the same budget as the night: a hang is
+  "exceeded the render budget", with file and line where known), a Python object printed
+  into a message,
   a template that does not extend ``_layout.jinja``, a missing or empty subject, text or
   html block, a subject over 78 characters or with CR/LF/control characters, a rendered
   text or HTML part without the unsubscribe link, an occasion without any template, an
@@ -27,11 +34,28 @@ from pathlib import Path
 import jinja2
 from jinja2 import meta, nodes
 
-from retention.render import LAYOUT, PARTS, Draft, Renderer, TemplateProblem
+from retention.render import (
+    LAYOUT,
+    PARTS,
+    Draft,
+    Renderer,
+    RenderLimits,
+    RenderPool,
+    TemplateProblem,
+    _bounded_binop,
+    _LimitExceeded,
+    _worker_renderer,
+)
 from retention.samples import OCCASIONS, sample_context, sample_contexts
 from retention.settings import LANGUAGES
 
-__all__ = ["MAX_SUBJECT", "Problem", "lint", "preview", "template_files"]
+__all__ = ["MAX_LOOP_ITERATIONS", "MAX_SUBJECT", "Problem", "lint", "preview", "template_files"]
+
+#: Nested loops over constant ranges that together run more often than this are refused:
+#: a message needs a few dozen iterations, not millions (and each costs render time).
+MAX_LOOP_ITERATIONS = 1_000_000
+#: The sandbox's cap on one range() (jinja2.sandbox.MAX_RANGE).
+MAX_RANGE = 100_000
 
 #: RFC 5322's recommended line length; longer subjects are cut off in most inboxes anyway.
 MAX_SUBJECT = 78
@@ -78,19 +102,27 @@ def lint(
     default_language: str = "en",
     shop_name: str = "Nordlicht Shop",
     shop_url: str = "https://shop.example.com",
+    limits: RenderLimits | None = None,
 ) -> list[Problem]:
-    """Every problem of every template, errors and warnings, each reported once."""
+    """Every problem of every template, errors and warnings, each reported once.
+
+    Each template's samples render in the render worker under ``limits`` (the night's
+    bounds), one template per task: a template that hangs, recurses or blows its memory
+    is reported and the next one is still checked.
+    """
     root = Path(templates_dir)
+    limits = limits or RenderLimits()
     if not root.is_dir():
         return [Problem(str(root), None, "no such templates folder")]
-    problems = _check_folders(root, default_language)
+    problems = _check_folders(root, default_language) + _check_sizes(root, limits)
     try:
-        renderer = Renderer(root, default_language)
+        renderer = Renderer(root, default_language, limits)
     except TemplateProblem as problem:
         return [*problems, _from_template_problem(root, problem)]
-    problems += _check_categories(root, renderer)
-    for occasion, language in template_files(root):
-        problems += _lint_template(renderer, occasion, language, shop_name, shop_url)
+    problems += _check_categories(root, renderer) + _check_cycles(root, renderer)
+    with RenderPool(root, default_language, limits) as pool:
+        for occasion, language in template_files(root):
+            problems += _lint_template(renderer, pool, occasion, language, shop_name, shop_url)
     return list(dict.fromkeys(problems))
 
 
@@ -101,13 +133,17 @@ def preview(
     out_dir: Path,
     context: dict | None = None,
     default_language: str = "en",
+    limits: RenderLimits | None = None,
 ) -> tuple[str, Path, Path]:
     """Render one message (sample context unless given) to ``OCCASION-LANG.html`` and ``.txt``.
 
     Returns the subject and the two paths. The language falls back as in a real night.
+    The message renders in the render worker, under the night's bounds (``limits``).
     """
-    renderer = Renderer(Path(templates_dir), default_language)
-    message = renderer.render(occasion, language, context or sample_context(occasion, language))
+    renderer = Renderer(Path(templates_dir), default_language, limits)
+    name = renderer.template_name(occasion, language)
+    with RenderPool(Path(templates_dir), default_language, limits) as pool:
+        [message] = pool.render(name, [context or sample_context(occasion, language)])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     html_path, text_path = out / f"{occasion}-{language}.html", out / f"{occasion}-{language}.txt"
@@ -211,12 +247,14 @@ def _check_categories(root: Path, renderer: Renderer) -> list[Problem]:
 
 
 def _lint_template(
-    renderer: Renderer, occasion: str, language: str, shop_name: str, shop_url: str
+    renderer: Renderer, pool: RenderPool, occasion: str, language: str, shop_name: str, shop_url: str
 ) -> list[Problem]:
     """All problems of one template file."""
     root = renderer.templates
     name = f"{occasion}/{language}.jinja"
     here = str(root / name)
+    if (root / name).stat().st_size > renderer.limits.template_max_bytes:
+        return []  # reported by _check_sizes; parsing it is what the limit prevents
     env = renderer.environment(False)
     try:
         source, filename, _ = env.loader.get_source(env, name)
@@ -228,7 +266,39 @@ def _lint_template(
     contexts = sample_contexts(occasion, language, shop_name, shop_url)
     allowed = _RENDERER_NAMES | renderer.full_context(language, contexts[0]).keys()
     problems = _check_structure(tree, here) + _check_names(tree, here, allowed)
-    for context in contexts:
+    problems += _check_macros(tree, here) + _check_loops(tree, here)
+    args = (str(root), renderer.default_language, renderer.limits, occasion, language, shop_name, shop_url)
+    try:
+        # draft, three blocks and the full render per sample context
+        problems += pool.run(_render_checks, args, renders=len(contexts) * 5, name=name)
+    except TemplateProblem as problem:  # the worker was stopped or died
+        problems.append(_from_template_problem(root, problem))
+    # A problem in the layout is every template's problem: reported once, for no one occasion.
+    return [
+        Problem(p.file, p.line, p.message, p.severity, occasion, language) if p.file == here else p
+        for p in dict.fromkeys(problems)
+    ]
+
+
+def _render_checks(
+    templates: str,
+    default_language: str,
+    limits: RenderLimits,
+    occasion: str,
+    language: str,
+    shop_name: str,
+    shop_url: str,
+) -> list[Problem]:
+    """Worker side: render the samples of one template and check what comes out."""
+    root = Path(templates)
+    renderer = _worker_renderer(templates, default_language, limits)
+    name = f"{occasion}/{language}.jinja"
+    here = str(root / name)
+    env = renderer.environment(False)
+    source, filename, _ = env.loader.get_source(env, name)
+    tree = env.parse(source, name, filename)
+    problems: list[Problem] = []
+    for context in sample_contexts(occasion, language, shop_name, shop_url):
         try:
             draft = renderer.draft(name, context)
             problems += _check_draft(renderer, draft, context, tree, here)
@@ -236,11 +306,195 @@ def _lint_template(
         except TemplateProblem as problem:
             problems.append(_from_template_problem(root, problem))
             break  # the next variant would fail the same way
-    # A problem in the layout is every template's problem: reported once, for no one occasion.
-    return [
-        Problem(p.file, p.line, p.message, p.severity, occasion, language) if p.file == here else p
-        for p in dict.fromkeys(problems)
-    ]
+        except Exception as exc:  # noqa: BLE001 (e.g. MemoryError outside template code)
+            problems.append(Problem(here, None, f"{type(exc).__name__}: {exc}"))
+            break
+    return problems
+
+
+# --------------------------------------------------------------------------- unbounded
+
+
+def _check_sizes(root: Path, limits: RenderLimits) -> list[Problem]:
+    """Every template file (occasions, the layout, partials) within the size limit."""
+    problems = []
+    for path in sorted(root.rglob("*.jinja")):
+        size = path.stat().st_size
+        if size > limits.template_max_bytes:
+            problems.append(
+                Problem(
+                    str(path),
+                    None,
+                    f"the file is {size} bytes, over the limit of {limits.template_max_bytes} bytes "
+                    "(RETENTION_TEMPLATE_MAX_BYTES)",
+                )
+            )
+    return problems
+
+
+def _references(tree: nodes.Template) -> list[tuple[str, int]]:
+    """The templates a tree extends, includes or imports by constant name, with the line."""
+    found = []
+    for node in tree.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
+        target = node.template
+        names = target.items if isinstance(target, (nodes.List, nodes.Tuple)) else [target]
+        found += [
+            (n.value, node.lineno) for n in names if isinstance(n, nodes.Const) and isinstance(n.value, str)
+        ]
+    return found
+
+
+def _check_cycles(root: Path, renderer: Renderer) -> list[Problem]:
+    """A template that extends, includes or imports itself, directly or through others, never ends."""
+    env = renderer.environment(False)
+    graph: dict[str, list[tuple[str, int]]] = {}
+    for path in sorted(root.rglob("*.jinja")):
+        name = path.relative_to(root).as_posix()
+        if path.stat().st_size > renderer.limits.template_max_bytes:
+            continue
+        try:
+            graph[name] = _references(env.parse(path.read_text(encoding="utf-8"), name, str(path)))
+        except (jinja2.TemplateSyntaxError, UnicodeDecodeError, OSError):
+            continue  # reported where the file is linted
+    problems = []
+    for name in graph:
+        cycle = _cycle_from(name, graph)
+        if cycle:
+            chain = " -> ".join(step for step, _ in cycle) + f" -> {name}"
+            folder, _, stem = name.rpartition("/")
+            known = folder in OCCASIONS and stem.removesuffix(".jinja") in LANGUAGES
+            problems.append(
+                Problem(
+                    str(root / name),
+                    cycle[0][1],
+                    f"includes, imports or extends itself ({chain}): rendering it would never end",
+                    occasion=folder if known else None,
+                    language=stem.removesuffix(".jinja") if known else None,
+                )
+            )
+    return problems
+
+
+def _cycle_from(start: str, graph: dict[str, list[tuple[str, int]]]) -> list[tuple[str, int]] | None:
+    """The path (template, line of its reference) from ``start`` back to itself, if any."""
+    seen: set[str] = set()
+    stack = [(target, [(start, line)]) for target, line in graph.get(start, [])]
+    while stack:
+        node, path = stack.pop()
+        if node == start:
+            return path
+        if node in seen:
+            continue
+        seen.add(node)
+        stack += [(target, [*path, (node, line)]) for target, line in graph.get(node, [])]
+    return None
+
+
+def _check_macros(tree: nodes.Template, here: str) -> list[Problem]:
+    """A macro that calls itself, directly or through other macros of the file: recursion."""
+    macros = {macro.name: macro for macro in tree.find_all(nodes.Macro)}
+    calls = {
+        name: {
+            call.node.name
+            for call in macro.find_all(nodes.Call)
+            if isinstance(call.node, nodes.Name) and call.node.name in macros
+        }
+        for name, macro in macros.items()
+    }
+    problems = []
+    for name, macro in macros.items():
+        reached, todo = set(), list(calls[name])
+        while todo:
+            callee = todo.pop()
+            if callee not in reached:
+                reached.add(callee)
+                todo += calls[callee]
+        if name in reached:
+            problems.append(
+                Problem(
+                    here,
+                    macro.lineno,
+                    f"macro {name!r} calls itself (directly or through other macros): "
+                    "recursion is not allowed in a message template",
+                )
+            )
+    return problems
+
+
+def _check_loops(tree: nodes.Template, here: str) -> list[Problem]:
+    """Loops over constant ranges: one over the sandbox's cap, or nested ones that multiply past the cap."""
+    problems: list[Problem] = []
+
+    def walk(node: nodes.Node, runs: int) -> None:
+        for child in node.iter_child_nodes():
+            if isinstance(child, nodes.For):
+                size = _range_size(child.iter)
+                if size is not None and (size > MAX_RANGE or runs * size > MAX_LOOP_ITERATIONS):
+                    problems.append(
+                        Problem(
+                            here,
+                            child.lineno,
+                            f"this loop runs {runs * size:,} times (range of {size:,}"
+                            + (f" inside loops running {runs:,} times" if runs > 1 else "")
+                            + f"): at most {MAX_RANGE:,} per range and {MAX_LOOP_ITERATIONS:,} in all",
+                        )
+                    )
+                    continue
+                walk(child, runs * (size or 1))
+            else:
+                walk(child, runs)
+
+    walk(tree, 1)
+    return problems
+
+
+def _range_size(node: nodes.Node) -> int | None:
+    """The length of ``range(<constants>)``, or None when it is not a constant range."""
+    if not (isinstance(node, nodes.Call) and isinstance(node.node, nodes.Name) and node.node.name == "range"):
+        return None
+    if node.kwargs or node.dyn_args or node.dyn_kwargs or not 1 <= len(node.args) <= 3:
+        return None
+    try:
+        values = [_const_int(arg) for arg in node.args]
+    except _LimitExceeded:
+        return 10**18  # a bound too large to compute is unbounded
+    if any(v is None for v in values):
+        return None
+    try:
+        return len(range(*values))
+    except (ValueError, OverflowError):
+        return 10**18 if values[-1] != 0 else None
+
+
+_BIN = {nodes.Add: "+", nodes.Sub: "-", nodes.Mul: "*", nodes.Pow: "**", nodes.FloorDiv: "//", nodes.Mod: "%"}
+
+
+def _const_int(node: nodes.Node) -> int | None:
+    """An integer constant expression, evaluated under the sandbox's bounds (no ``9 ** 9 ** 9`` here)."""
+    if isinstance(node, nodes.Const):
+        return node.value if isinstance(node.value, int) and not isinstance(node.value, bool) else None
+    if isinstance(node, nodes.Neg):
+        value = _const_int(node.node)
+        return None if value is None else -value
+    operator = _BIN.get(type(node))
+    if operator is None:
+        return None
+    left, right = _const_int(node.left), _const_int(node.right)
+    if left is None or right is None:
+        return None
+    _bounded_binop(operator, left, right, MAX_LOOP_ITERATIONS)
+    try:
+        result = {
+            "+": int.__add__,
+            "-": int.__sub__,
+            "*": int.__mul__,
+            "**": pow,
+            "//": int.__floordiv__,
+            "%": int.__mod__,
+        }[operator](left, right)
+    except ZeroDivisionError:
+        return None
+    return result if isinstance(result, int) else None
 
 
 def _check_structure(tree: nodes.Template, here: str) -> list[Problem]:

@@ -4,6 +4,13 @@ The outbox key is (customer, occasion, occasion date); the insert ignores a key 
 exists already, so re-runs and racing runs can never create a second message. Each
 message gets a ``send_at`` at the start of the send window in the customer's own
 time zone on the occasion date.
+
+Messages are rendered per (occasion, language) in a worker process
+(:class:`retention.render.RenderPool`) under the template bounds; the contexts are
+built and the rows written here, in the caller. Any failure of a template (an error,
+recursion, memory, a timeout, a dead worker) blocks its occasion in that language only:
+its candidates are marked ``blocked`` in ``occasions`` with the reason, and a later
+render of the night (after the template is fixed) picks them up again.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from retention import schema
 from retention.contexts import Lookups, context_for, gather
 from retention.db import insert_ignore
 from retention.night import Night
-from retention.render import Renderer, TemplateProblem
+from retention.render import Message, Renderer, RenderLimits, RenderPool, TemplateProblem
 from retention.settings import Settings
 from retention.unsubscribe import sign
 
@@ -45,35 +52,82 @@ def send_at(occasion_date: dt.date, time_zone: str, local_time: dt.time) -> dt.d
 def fill(warehouse: Engine, night: Night, settings: Settings, secret: bytes) -> dict:
     """Render every selected occasion of the night that has no outbox row yet.
 
-    A template that cannot render blocks its own occasion only: the problem is logged
-    and returned under ``template_failures``; every other occasion still goes out.
+    A template that cannot render blocks its own occasion in that language only: the
+    problem is logged, returned under ``template_failures`` keyed ``occasion/language``
+    and written as the reason of the blocked candidates; everything else still goes out.
     """
-    renderer = Renderer(settings.templates_path, settings.default_language)
     counts: Counter = Counter()
     missing: Counter = Counter()  # messages skipped because the data they quote has gone
     failures: dict[str, str] = {}
+    try:
+        renderer: Renderer | TemplateProblem = Renderer(settings.templates_path, settings.default_language)
+    except TemplateProblem as problem:  # e.g. a broken _strings.toml: every template's problem
+        renderer = problem
+    limits = RenderLimits.from_settings(settings)
     with warehouse.begin() as conn:
         pending = _pending(conn, night)
         lookups = gather(conn, pending)
-        by_occasion: dict[str, list[dict]] = defaultdict(list)
+        groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
         for item in pending:
-            by_occasion[item["occasion"]].append(item)
-        for occasion, items in by_occasion.items():
-            try:
-                rows = _message_rows(renderer, items, lookups, night, settings, secret, missing)
-            except TemplateProblem as problem:
-                failures[occasion] = str(problem)
-                log.error("occasion %s not rendered: %s", occasion, problem)
-                continue
-            for start in range(0, len(rows), 1000):
-                counts[occasion] += insert_ignore(
-                    conn,
-                    schema.outbox,
-                    rows[start : start + 1000],
-                    ("customer_id", "occasion", "occasion_date"),
-                )
+            groups[(item["occasion"], item["language"])].append(item)
+        with RenderPool(settings.templates_path, settings.default_language, limits) as pool:
+            for (occasion, language), items in sorted(groups.items()):
+                try:
+                    rows = _render_group(pool, renderer, items, lookups, night, settings, secret, missing)
+                except TemplateProblem as problem:
+                    failures[f"{occasion}/{language}"] = str(problem)
+                    log.error(
+                        "%s in %s not rendered for %d customers: %s", occasion, language, len(items), problem
+                    )
+                    _mark(conn, items, "blocked", f"template: {problem}"[:1000])
+                    continue
+                _mark(conn, [i for i in items if i["status"] == "blocked"], "selected", None)
+                for start in range(0, len(rows), 1000):
+                    counts[occasion] += insert_ignore(
+                        conn,
+                        schema.outbox,
+                        rows[start : start + 1000],
+                        ("customer_id", "occasion", "occasion_date"),
+                    )
     log.info("outbox: %d new messages %s", sum(counts.values()), dict(counts))
     return {"queued": dict(counts), "template_failures": failures, "missing_data": dict(missing)}
+
+
+def _render_group(
+    pool: RenderPool,
+    renderer: Renderer | TemplateProblem,
+    items: list[dict],
+    lookups: Lookups,
+    night: Night,
+    settings: Settings,
+    secret: bytes,
+    missing: Counter,
+) -> list[dict]:
+    """One (occasion, language): contexts here, messages in the worker; raises TemplateProblem."""
+    if isinstance(renderer, TemplateProblem):
+        raise renderer
+    occasion, language = items[0]["occasion"], items[0]["language"]
+    name = renderer.template_name(occasion, language)
+    ready = [
+        (item, context) for item in items if (context := _context(item, lookups, settings, secret, missing))
+    ]
+    messages = pool.render(name, [context for _, context in ready])
+    return [
+        _message_row(item, message, night, settings)
+        for (item, _), message in zip(ready, messages, strict=True)
+    ]
+
+
+def _mark(conn: Connection, items: list[dict], status: str, reason: str | None) -> None:
+    """Record in ``occasions`` that candidates were blocked by their template (or are no longer)."""
+    occ = schema.occasions
+    ids = [item["occasion_id"] for item in items]
+    for start in range(0, len(ids), 5000):
+        conn.execute(
+            occ.update()
+            .where(occ.c.occasion_id.in_(ids[start : start + 5000]))
+            .values(status=status, reason=reason)
+        )
 
 
 def _pending(conn: Connection, night: Night) -> list[dict]:
@@ -89,7 +143,12 @@ def _pending(conn: Connection, night: Night) -> list[dict]:
                 box.c.occasion_date == occ.c.occasion_date,
             ),
         )
-        .where(occ.c.night == night.date, occ.c.status == "selected", box.c.outbox_id.is_(None))
+        .where(
+            occ.c.night == night.date,
+            # blocked: a template failed on an earlier render of this night; try again
+            occ.c.status.in_(("selected", "blocked")),
+            box.c.outbox_id.is_(None),
+        )
         .order_by(occ.c.occasion, occ.c.customer_id)
     )
     rows = []
@@ -100,40 +159,28 @@ def _pending(conn: Connection, night: Night) -> list[dict]:
     return rows
 
 
-def _message_rows(
-    renderer: Renderer,
-    items: list[dict],
-    lookups: Lookups,
-    night: Night,
-    settings: Settings,
-    secret: bytes,
-    counts: Counter,
-) -> list[dict]:
-    """Render one occasion's messages; one whose data vanished is skipped and counted, not fatal."""
-    rows = []
-    for item in items:
-        try:
-            rows.append(_message_row(renderer, item, lookups, night, settings, secret))
-        except (KeyError, TypeError, ValueError) as exc:
-            counts[item["occasion"]] += 1
-            log.warning(
-                "%s for customer %s not rendered: the data it quotes is missing (%s: %s)",
-                item["occasion"],
-                item["customer_id"],
-                type(exc).__name__,
-                exc,
-            )
-    return rows
-
-
-def _message_row(
-    renderer: Renderer, item: dict, lookups: Lookups, night: Night, settings: Settings, secret: bytes
-) -> dict:
+def _context(
+    item: dict, lookups: Lookups, settings: Settings, secret: bytes, missing: Counter
+) -> dict | None:
+    """One message's context; a message whose data vanished is skipped and counted, not fatal."""
     unsubscribe_url = (
         f"{settings.shop_url}/unsubscribe?token={sign(secret, item['customer_id'], item['email'])}"
     )
-    context = context_for(item, lookups, settings, unsubscribe_url)
-    message = renderer.render(item["occasion"], item["language"], context)
+    try:
+        return context_for(item, lookups, settings, unsubscribe_url)
+    except (KeyError, TypeError, ValueError) as exc:
+        missing[item["occasion"]] += 1
+        log.warning(
+            "%s for customer %s not rendered: the data it quotes is missing (%s: %s)",
+            item["occasion"],
+            item["customer_id"],
+            type(exc).__name__,
+            exc,
+        )
+        return None
+
+
+def _message_row(item: dict, message: Message, night: Night, settings: Settings) -> dict:
     occasion_date = item["occasion_date"]
     return {
         "customer_id": item["customer_id"],
