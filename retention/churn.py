@@ -46,6 +46,9 @@ from scipy.special import betaln, digamma, gammaln, hyp2f1
 __all__ = [
     "DAYS_PER_MONTH",
     "BgNbdParams",
+    "DegenerateFitWarning",
+    "FitWarning",
+    "NotConvergedWarning",
     "GammaGammaParams",
     "clv",
     "expected_order_value",
@@ -73,6 +76,22 @@ _GTOL = 1e-9
 # Within this distance of a = 1 (or of a + b = 1) the conditional expectation, which is 0/0
 # there, is interpolated.
 _NEAR = 1e-6
+# Nelder-Mead only moves the point after a failed L-BFGS-B run, which polishes again afterwards;
+# on a flat likelihood it would otherwise crawl along the ridge for its whole budget (20,000
+# iterations took 30 s on 262 triples, and grow with the number of triples).
+_SIMPLEX_MAXITER = 2000
+
+
+class FitWarning(RuntimeWarning):
+    """A fit returned, but its estimates deserve doubt; the subclass says why."""
+
+
+class NotConvergedWarning(FitWarning):
+    """The optimiser stopped away from a maximum: the estimates are not the MLE."""
+
+
+class DegenerateFitWarning(FitWarning):
+    """A parameter ran off to an extreme value: the sample does not identify the model."""
 
 
 @dataclass(frozen=True)
@@ -212,7 +231,9 @@ def _maximise(
 
     L-BFGS-B with the analytic gradient does the work; if it reports failure (typically an
     abnormal line search on a very flat likelihood) Nelder-Mead, which needs no gradient,
-    moves the point and L-BFGS-B polishes again.
+    moves the point and L-BFGS-B polishes again. Nelder-Mead gets a bounded budget and stops as
+    soon as its best point leaves the region where the model is identified (``_LOG_EXTREME``):
+    walking further along a flat ridge costs time and changes nothing but the warning's numbers.
     """
     bounds = [(-_LOG_BOUND, _LOG_BOUND)] * len(start)
     opts = {"maxiter": 5000, "ftol": _FTOL, "gtol": _GTOL, "maxcor": 20}
@@ -223,7 +244,8 @@ def _maximise(
             result.x,
             method="Nelder-Mead",
             bounds=bounds,
-            options={"maxiter": 20000, "xatol": 1e-10, "fatol": 1e-14},
+            callback=_stop_when_extreme,
+            options={"maxiter": _SIMPLEX_MAXITER, "xatol": 1e-10, "fatol": 1e-14},
         )
         result = minimize(objective, simplex.x, jac=True, method="L-BFGS-B", bounds=bounds, options=opts)
     extreme = bool(np.any(np.abs(result.x) > _LOG_EXTREME))
@@ -232,12 +254,18 @@ def _maximise(
         warnings.warn(
             f"{model} fit ended at extreme values (log-parameters {np.round(result.x, 3).tolist()}, "
             "data rescaled); the data do not identify the model well",
-            RuntimeWarning,
+            DegenerateFitWarning,
             stacklevel=3,
         )
     elif not result.success and np.max(np.abs(result.jac)) > 1e-5:
-        warnings.warn(f"{model} fit did not converge: {result.message}", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"{model} fit did not converge: {result.message}", NotConvergedWarning, stacklevel=3)
     return np.asarray(result.x)
+
+
+def _stop_when_extreme(intermediate_result: object) -> None:
+    """Nelder-Mead callback: halt once the best point is past ``_LOG_EXTREME``."""
+    if np.any(np.abs(np.asarray(intermediate_result.x)) > _LOG_EXTREME):
+        raise StopIteration
 
 
 # --------------------------------------------------------------------------------------------

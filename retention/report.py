@@ -42,13 +42,17 @@ def night_report(engine: Engine, night: dt.date) -> dict:
         extracted = stage_counts(conn, night, "extract")
         if extracted is not None:
             report["extract"] = {"rows": extracted["rows"], "quarantined": extracted["quarantined"]}
-        if stage_counts(conn, night, "segments") is not None:
+        segmented = stage_counts(conn, night, "segments")
+        if segmented is not None:
             from retention.segments import segment_summary
 
             report["segments"] = segment_summary(conn, night)
             report["segments"]["buyers"] = conn.execute(
                 select(func.count()).select_from(facts).where(facts.c.orders > 0)
             ).scalar()
+            if "fits" not in segmented:  # a re-run that left a superseded night as it was
+                segmented = stage_counts(conn, night, "segments", first=True) or {}
+            report["segments"]["churn"] = churn_status(segmented.get("fits") or {})
         if stage_counts(conn, night, "occasions") is not None:
             report["occasions"] = _grouped(
                 conn,
@@ -75,6 +79,27 @@ def night_report(engine: Engine, night: dt.date) -> dict:
             )
             report["outbox"] = {status: n for status, n in sorted(rows)}
     return report
+
+
+#: The churn models and the figure that needs both, in the order the report lists them.
+CHURN_MODELS = (("bg_nbd", "BG/NBD"), ("gamma_gamma", "Gamma-Gamma"), ("clv", "CLV"))
+
+
+def churn_status(fits: dict) -> dict:
+    """Per model: ``status`` (fitted, partial, fallback), ``reason`` of empty figures, customers scored.
+
+    Read from the segments stage's run log (``counts["fits"]``); a night logged before the
+    outcomes were recorded shows ``unknown``.
+    """
+    out = {}
+    for key, _label in CHURN_MODELS:
+        fit = fits.get(key)
+        if not isinstance(fit, dict) or "status" not in fit:
+            out[key] = {"status": "unknown", "reason": "not recorded for this night"}
+            continue
+        out[key] = {"status": fit["status"], "reason": fit.get("reason")}
+        out[key].update({k: fit[k] for k in ("customers", "scored", "warning") if fit.get(k) is not None})
+    return out
 
 
 def holdout_report(conn, night: dt.date) -> dict:
@@ -143,6 +168,7 @@ def format_report(report: dict) -> str:
         )
         for key, label in (("rfm", "RFM"), ("abc", "ABC"), ("lifecycle", "lifecycle")):
             lines.append(f"  {label + ':':12} " + ", ".join(f"{k} {v}" for k, v in seg[key].items()))
+        lines += _format_churn(seg.get("churn", {}))
     if "occasions" in report:
         for occasion, langs in report["occasions"].items():
             detail = ", ".join(f"{lang} {n}" for lang, n in langs.items())
@@ -169,4 +195,16 @@ def _format_holdout(report: dict) -> list[str]:
         ]
         if rates:
             lines.append(f"  uplift {occasion} (bought again, messaged vs holdout): " + ", ".join(rates))
+    return lines
+
+
+def _format_churn(churn: dict) -> list[str]:
+    """One line for the models, then one per model whose figures are (partly) empty, with why."""
+    if not churn:
+        return []
+    known = [(key, label) for key, label in CHURN_MODELS if key in churn]
+    lines = ["  churn:       " + ", ".join(f"{label} {churn[key]['status']}" for key, label in known)]
+    for key, label in known:
+        if churn[key]["status"] != "fitted" and churn[key].get("reason"):
+            lines.append(f"    {label}: {churn[key]['reason']}")
     return lines

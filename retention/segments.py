@@ -13,18 +13,21 @@ import datetime as dt
 import json
 import logging
 import time
+import warnings
+from collections.abc import Callable
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import Connection, and_, func, select
+from sqlalchemy import Connection, and_, case, func, or_, select
 
 from retention import churn, schema
 from retention.night import Night
 from retention.settings import Settings
 from retention.sqlmodels import materialize, select_model
 
-__all__ = ["fit_churn", "build_snapshots", "prune_snapshots", "segment_summary", "write_report", "draw_chart"]
+__all__ = ["fit_churn", "build_snapshots", "snapshot_outcomes", "prune_snapshots", "segment_summary", "write_report", "draw_chart"]
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +49,22 @@ RFM_SEGMENTS = (
 LIFECYCLE_PHASES = ("awareness", "exploration", "expansion", "commitment", "dissolution")
 ABC_CLASSES = ("A", "B", "C")
 
-#: Fewer repeat customers than this and the models are not fitted (their figures stay empty).
+#: The documented minimums (README, "Churn and value"). Below them a model is not fitted tonight and
+#: its figures stay empty (NULL): BG/NBD has four parameters and Gamma-Gamma three, and a handful of
+#: customers who came back, or a handful of distinct histories, cannot tell them apart.
 MIN_REPEAT_CUSTOMERS = 20
+MIN_TRIPLES = 10
+#: Gamma-Gamma learns how spend differs between customers: identical averages leave nothing to learn.
+MIN_SPEND_VALUES = 2
+#: Largest values the warehouse columns hold: churn_scores' Numeric(10, 4), money's Numeric(14, 2).
+MAX_PURCHASES = 999_999.9999
+MAX_MONEY = 999_999_999_999.99
 DAYS_PER_MONTH = 365.25 / 12
+#: Statuses of a model's outcome (run log, report): all figures; some customers' figures empty
+#: (``reason`` says how many and why); no figures tonight (``reason`` says why).
+FITTED, PARTIAL, FALLBACK = "fitted", "partial", "fallback"
+#: The snapshot's churn figures, NULL where a fit gave none.
+CHURN_FIGURES = ("p_alive", "expected_purchases_90d", "expected_order_value", "clv_12m")
 
 
 def _columns(conn: Connection, model: str, params: dict, names: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -82,46 +98,192 @@ def _discounted_purchases(
     return total
 
 
+def _outcome(status: str, reason: str | None, customers: int, **extra: object) -> dict:
+    """One model's night: what the run log and ``retention report`` show."""
+    out = {"status": status, "reason": reason, "customers": customers, "params": None}
+    out.update(extra)
+    if status != FITTED:
+        log.warning("churn: %s: %s", status, reason)
+    return out
+
+
+def _attempt(model: str, fit: Callable[[], object]) -> tuple[object | None, float, str | None, str | None]:
+    """Run one fit: (params, seconds, doubt, problem); ``problem`` set means the fit is unusable.
+
+    A fit that cannot be made falls back with a recorded reason (DESIGN.md, non-negotiables), so
+    any exception of the pure-numpy fit is caught here and becomes the reason. A fit that did not
+    converge is unusable; one that ended at extreme values (``doubt``) is kept, and what it
+    predicts is checked customer by customer.
+    """
+    started = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            params = fit()
+        except Exception as exc:  # any failure of the fit means "no figures tonight"
+            log.warning("churn: %s fit failed", model, exc_info=True)
+            return None, time.perf_counter() - started, None, f"{model} fit failed: {type(exc).__name__}: {exc}"
+    seconds = time.perf_counter() - started
+    doubts = [str(w.message) for w in caught if issubclass(w.category, churn.FitWarning)]
+    for w in caught:
+        if not issubclass(w.category, churn.FitWarning):
+            log.warning("churn: %s fit: %s", model, w.message)
+    if any(issubclass(w.category, churn.NotConvergedWarning) for w in caught):
+        return None, seconds, None, doubts[0]
+    values = {k: v for k, v in asdict(params).items() if k not in ("customers", "log_likelihood")}
+    odd = {k: v for k, v in values.items() if not (np.isfinite(v) and v > 0)}
+    if odd:
+        return None, seconds, None, f"{model} fit gave non-finite or non-positive parameters {odd}"
+    return params, seconds, "; ".join(doubts) or None, None
+
+
+def _fit_bg_nbd(conn: Connection, night: Night, t: dict[str, np.ndarray], rate: float) -> dict:
+    """BG/NBD tonight: fit, score every distinct triple, keep the triples whose figures hold."""
+    buyers = int(t["customers"].sum())
+    repeaters = int(t["customers"][t["frequency"] > 0].sum())
+    if repeaters < MIN_REPEAT_CUSTOMERS or len(t["customers"]) < MIN_TRIPLES:
+        reason = (
+            f"too few buyers to fit BG/NBD: {repeaters} repeat customers (minimum {MIN_REPEAT_CUSTOMERS}), "
+            f"{len(t['customers'])} distinct (frequency, recency, age) triples (minimum {MIN_TRIPLES})"
+        )
+        return _outcome(FALLBACK, reason, buyers, scored=0)
+    fit = partial(churn.fit_bg_nbd, t["frequency"], t["recency"], t["age"], weights=t["customers"])
+    bg, seconds, doubt, problem = _attempt("BG/NBD", fit)
+    if bg is None:
+        return _outcome(FALLBACK, problem, buyers, scored=0, seconds=round(seconds, 3))
+    try:
+        with np.errstate(all="ignore"):  # non-finite results are judged below, per triple
+            scores = {
+                "p_alive": churn.p_alive(bg, t["frequency"], t["recency"], t["age"]),
+                "expected_purchases_90d": churn.expected_purchases(
+                    bg, 90.0, t["frequency"], t["recency"], t["age"]
+                ),
+                "discounted_purchases_12m": _discounted_purchases(bg, t, 12, rate),
+            }
+    except (ValueError, ArithmeticError) as exc:
+        reason = f"BG/NBD predictions failed: {type(exc).__name__}: {exc}"
+        return _outcome(FALLBACK, reason, buyers, scored=0, seconds=round(seconds, 3), warning=doubt)
+    p_ok, forecast_ok, problems = _judge_scores(scores, t["customers"])
+    _write_scores(conn, t, scores, p_ok, forecast_ok)
+    _record_fit(conn, night, "bg_nbd", bg, seconds)
+    scored = int(t["customers"][p_ok & forecast_ok].sum())
+    extra = {"scored": scored, "params": _params(bg), "seconds": round(seconds, 3), "warning": doubt}
+    if scored == buyers:
+        return _outcome(FITTED, None, buyers, **extra)
+    status = PARTIAL if (p_ok | forecast_ok).any() else FALLBACK
+    reason = f"BG/NBD figures of {buyers - scored} of {buyers} buyers left empty: " + "; ".join(problems)
+    if doubt:
+        reason += f" ({doubt})"
+    return _outcome(status, reason, buyers, **extra)
+
+
+def _judge_scores(
+    scores: dict[str, np.ndarray], customers: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Which triples' p_alive and which triples' forecasts can be stored, and what was wrong.
+
+    The two are judged apart: extreme parameters can break the forecast (scipy's hyp2f1
+    overflows) while p_alive, a simpler expression, is still sound; it is kept then.
+    """
+    p, ep, dp = (
+        np.round(scores[k], 4) for k in ("p_alive", "expected_purchases_90d", "discounted_purchases_12m")
+    )
+    finite = np.isfinite(ep) & np.isfinite(dp)
+    p_checks = (
+        ("non-finite p_alive", ~np.isfinite(p)),
+        ("p_alive outside [0, 1]", np.isfinite(p) & ((p < 0) | (p > 1))),
+    )
+    forecast_checks = (
+        ("non-finite expected purchases", ~finite),
+        ("negative expected purchases", finite & ((ep < 0) | (dp < 0))),
+        (f"expected purchases above {MAX_PURCHASES:,.0f}", finite & ((ep > MAX_PURCHASES) | (dp > MAX_PURCHASES))),
+    )
+    problems: list[str] = []
+
+    def judge(checks) -> np.ndarray:
+        valid = np.ones(len(customers), dtype=bool)
+        for label, bad in checks:
+            if bad.any():
+                problems.append(f"{label} for {int(customers[bad].sum())} customers")
+                valid &= ~bad
+        return valid
+
+    return judge(p_checks), judge(forecast_checks), problems
+
+
+def _fit_gamma_gamma(conn: Connection, night: Night) -> dict:
+    """Gamma-Gamma tonight: its p, q, v go into the snapshot's SQL, or nothing when unusable."""
+    spend = _columns(conn, "marts/churn_spend", {}, ("frequency", "monetary", "customers"))
+    repeaters = int(spend["customers"].sum())
+    values = len(np.unique(spend["monetary"]))
+    if repeaters < MIN_REPEAT_CUSTOMERS or values < MIN_SPEND_VALUES:
+        reason = (
+            f"too few buyers to fit Gamma-Gamma: {repeaters} repeat customers with spend (minimum "
+            f"{MIN_REPEAT_CUSTOMERS}), {values} different average order values (minimum {MIN_SPEND_VALUES})"
+        )
+        return _outcome(FALLBACK, reason, repeaters)
+    fit = partial(churn.fit_gamma_gamma, spend["frequency"], spend["monetary"], weights=spend["customers"])
+    gg, seconds, doubt, problem = _attempt("Gamma-Gamma", fit)
+    if gg is None:
+        return _outcome(FALLBACK, problem, repeaters, seconds=round(seconds, 3))
+    _record_fit(conn, night, "gamma_gamma", gg, seconds)
+    extra = {"params": _params(gg), "seconds": round(seconds, 3), "warning": doubt}
+    # Every customer's expected order value lies between their own average and the population
+    # mean p v / (q - 1): when that mean is finite and fits a money column, so does every value.
+    if gg.q <= 1.0:
+        return _outcome(FALLBACK, f"Gamma-Gamma q = {gg.q:.4g} <= 1: mean order value infinite", repeaters, **extra)
+    mean = gg.p * gg.v / (gg.q - 1.0)
+    if not (np.isfinite(mean) and mean < MAX_MONEY):
+        reason = f"Gamma-Gamma population mean order value {mean:.4g} is beyond the money columns"
+        return _outcome(FALLBACK, reason, repeaters, **extra)
+    return _outcome(FITTED, None, repeaters, **extra)
+
+
+def _params(params: object) -> dict:
+    return {k: v for k, v in asdict(params).items() if k not in ("customers",)}
+
+
 def fit_churn(conn: Connection, night: Night, settings: Settings) -> dict:
-    """Fit BG/NBD and Gamma-Gamma tonight, fill ``churn_scores``; returns the fitted parameters."""
+    """Fit BG/NBD and Gamma-Gamma tonight and fill ``churn_scores``; never raises for the data.
+
+    Returns ``{"bg_nbd": outcome, "gamma_gamma": outcome, "triples": n}``. An outcome has
+    ``status`` (``fitted``, ``partial``: some customers' figures empty, ``fallback``: none tonight),
+    ``reason`` (why figures are empty, None when fitted), ``customers`` (the model's population),
+    ``scored`` (customers with figures), ``params``, ``seconds`` and ``warning`` (a doubt about a
+    fit that was kept). Figures that are left empty are NULL in the snapshot.
+    """
     conn.execute(schema.churn_scores.delete())
     conn.execute(schema.churn_fits.delete().where(schema.churn_fits.c.night == night.date))
     t = _triples(conn, night)
-    repeaters = float(t["customers"][t["frequency"] > 0].sum()) if len(t["customers"]) else 0.0
-    if repeaters < MIN_REPEAT_CUSTOMERS:
-        log.warning("churn: only %d repeat customers, models not fitted tonight", repeaters)
-        return {"bg_nbd": None, "gamma_gamma": None, "triples": len(t["customers"])}
-    started = time.perf_counter()
-    bg = churn.fit_bg_nbd(t["frequency"], t["recency"], t["age"], weights=t["customers"])
-    bg_seconds = time.perf_counter() - started
-    scores = {
-        "p_alive": churn.p_alive(bg, t["frequency"], t["recency"], t["age"]),
-        "expected_purchases_90d": churn.expected_purchases(bg, 90.0, t["frequency"], t["recency"], t["age"]),
-        "discounted_purchases_12m": _discounted_purchases(bg, t, 12, settings.churn_monthly_discount),
-    }
-    _write_scores(conn, t, scores)
-    started = time.perf_counter()
-    spend = _columns(conn, "marts/churn_spend", {}, ("frequency", "monetary", "customers"))
-    gg = churn.fit_gamma_gamma(spend["frequency"], spend["monetary"], weights=spend["customers"])
-    gg_seconds = time.perf_counter() - started
-    _record_fit(conn, night, "bg_nbd", bg, bg_seconds)
-    _record_fit(conn, night, "gamma_gamma", gg, gg_seconds)
-    log.info("churn: BG/NBD %s in %.2fs; Gamma-Gamma %s in %.2fs", bg, bg_seconds, gg, gg_seconds)
-    return {"bg_nbd": asdict(bg), "gamma_gamma": asdict(gg), "triples": len(t["customers"])}
+    bg = _fit_bg_nbd(conn, night, t, settings.churn_monthly_discount)
+    gg = _fit_gamma_gamma(conn, night)
+    log.info("churn: BG/NBD %s; Gamma-Gamma %s", bg, gg)
+    return {"bg_nbd": bg, "gamma_gamma": gg, "triples": len(t["customers"])}
 
 
-def _write_scores(conn: Connection, t: dict[str, np.ndarray], scores: dict[str, np.ndarray]) -> None:
+def _write_scores(
+    conn: Connection,
+    t: dict[str, np.ndarray],
+    scores: dict[str, np.ndarray],
+    p_ok: np.ndarray,
+    forecast_ok: np.ndarray,
+) -> None:
+    """The figures that passed :func:`_judge_scores`; the others are NULL (no row: all NULL)."""
+
+    def value(name: str, i: int, ok: np.ndarray) -> float | None:
+        return round(float(scores[name][i]), 4) if ok[i] else None
+
     rows = [
         {
             "frequency": int(t["frequency"][i]),
             "recency": int(t["recency"][i]),
             "age": int(t["age"][i]),
             "customers": int(t["customers"][i]),
-            "p_alive": round(float(scores["p_alive"][i]), 4),
-            "expected_purchases_90d": round(float(scores["expected_purchases_90d"][i]), 4),
-            "discounted_purchases_12m": round(float(scores["discounted_purchases_12m"][i]), 4),
+            "p_alive": value("p_alive", i, p_ok),
+            "expected_purchases_90d": value("expected_purchases_90d", i, forecast_ok),
+            "discounted_purchases_12m": value("discounted_purchases_12m", i, forecast_ok),
         }
-        for i in range(len(t["frequency"]))
+        for i in np.flatnonzero(p_ok | forecast_ok)
     ]
     for start in range(0, len(rows), 10_000):
         conn.execute(schema.churn_scores.insert(), rows[start : start + 10_000])
@@ -142,8 +304,13 @@ def _record_fit(conn: Connection, night: Night, model: str, params: object, seco
 
 
 def build_snapshots(conn: Connection, night: Night, settings: Settings, fits: dict) -> int:
-    """Replace the night's snapshot with every customer's segments as of the night."""
-    gg = fits.get("gamma_gamma") or {}
+    """Replace the night's snapshot with every customer's segments as of the night.
+
+    Gamma-Gamma's parameters are passed only when it was fitted; otherwise they are NULL and so is
+    every expected order value and CLV (SQL arithmetic with NULL gives NULL).
+    """
+    gg_fit = fits.get("gamma_gamma") or {}
+    gg = (gg_fit.get("params") or {}) if gg_fit.get("status") == FITTED else {}
     params = {
         "night": night.date,
         "window_end": night.window_end_naive,
@@ -161,9 +328,47 @@ def build_snapshots(conn: Connection, night: Night, settings: Settings, fits: di
         "gg_p": gg.get("p"),
         "gg_q": gg.get("q"),
         "gg_v": gg.get("v"),
+        "max_money": MAX_MONEY,
     }
     snapshots = schema.segment_snapshots
     return materialize(conn, "marts/segment_snapshots", snapshots, params, snapshots.c.night == night.date)
+
+
+def snapshot_outcomes(conn: Connection, night: dt.date, fits: dict) -> dict:
+    """Complete the fits' outcomes with what the night's snapshot holds; adds ``fits["clv"]``.
+
+    Expected order values and CLVs that would not fit their money column are NULL (the snapshot's
+    SQL guards them); they are counted here so that every empty figure has its reason.
+    """
+    s = schema.segment_snapshots
+    missing = {name: func.sum(case((s.c[name].is_(None), 1), else_=0)) for name in CHURN_FIGURES}
+    row = conn.execute(
+        select(func.count().label("buyers"), *(v.label(k) for k, v in missing.items())).where(
+            s.c.night == night, s.c.frequency > 0
+        )
+    ).one()
+    buyers = int(row.buyers)
+    bg, gg = fits["bg_nbd"], fits["gamma_gamma"]
+    eov_missing, clv_missing = int(row.expected_order_value or 0), int(row.clv_12m or 0)
+    if gg["status"] == FITTED and eov_missing:
+        gg.update(status=PARTIAL, reason=f"expected order value of {eov_missing} buyers beyond {MAX_MONEY:,.2f}")
+    models = (("BG/NBD", bg), ("Gamma-Gamma", gg))
+    reasons = [f"{label} {fit['status']}" for label, fit in models if fit["status"] != FITTED]
+    beyond = clv_missing - int(
+        conn.execute(
+            select(func.count()).where(
+                s.c.night == night,
+                s.c.frequency > 0,
+                or_(s.c.expected_purchases_90d.is_(None), s.c.expected_order_value.is_(None)),
+            )
+        ).scalar()
+    )
+    if beyond:
+        reasons.append(f"CLV of {beyond} buyers beyond {MAX_MONEY:,.2f}")
+    status = FITTED if not clv_missing else (FALLBACK if clv_missing == buyers else PARTIAL)
+    reason = f"CLV of {clv_missing} of {buyers} buyers left empty: " + "; ".join(reasons) if clv_missing else None
+    fits["clv"] = {"status": status, "reason": reason, "customers": buyers, "scored": buyers - clv_missing}
+    return fits
 
 
 def prune_snapshots(conn: Connection, night: Night, keep_days: int) -> int:

@@ -111,3 +111,30 @@ def test_plain_report_shows_the_uplift_where_it_can_be_measured() -> None:
     text = format_report(report)
     assert "uplift birthday (bought again, messaged vs holdout): 30d 10% vs 0%, 60d 20% vs 5%" in text
     assert "win_back" not in text
+
+
+def test_report_names_each_churn_model_with_its_status_and_reason(settings, shop, capsys, monkeypatch) -> None:
+    from retention.report import churn_status, format_report
+
+    monkeypatch.setenv("RETENTION_SOURCE_URL", settings.source)
+    run_night(settings, night_for_date("2026-11-20", settings.time_zone), "t")
+    churn = _cli_json(capsys, settings, "report")["segments"]["churn"]
+    assert set(churn) == {"bg_nbd", "gamma_gamma", "clv"}
+    assert churn["bg_nbd"]["status"] == "fallback"  # one buyer: far below the minimum
+    assert churn["bg_nbd"]["reason"].startswith("too few buyers to fit BG/NBD: 0 repeat customers (minimum 20)")
+    assert churn["clv"] == {
+        "status": "fallback",
+        "reason": "CLV of 1 of 1 buyers left empty: BG/NBD fallback; Gamma-Gamma fallback",
+        "customers": 1,
+        "scored": 0,
+    }
+    plain = format_report({"logical_date": "2026-11-20", "segments": {
+        "customers": 1, "buyers": 1, "unprofitable": 0, "rfm": {}, "abc": {}, "lifecycle": {}, "churn": churn
+    }})
+    assert "  churn:       BG/NBD fallback, Gamma-Gamma fallback, CLV fallback" in plain
+    assert f"    BG/NBD: {churn['bg_nbd']['reason']}" in plain
+    # Nights logged before outcomes were recorded read as unknown, never as an error.
+    assert churn_status({"bg_nbd": {"r": 1.0}})["bg_nbd"] == {
+        "status": "unknown",
+        "reason": "not recorded for this night",
+    }

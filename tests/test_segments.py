@@ -192,3 +192,163 @@ def test_churn_is_fitted_tonight_and_scores_every_buyer(settings, shop) -> None:
     with warehouse_engine(settings.warehouse).connect() as conn:
         fitted = dict(conn.execute(select(s.c.model, s.c.customers)).all())
     assert fitted == {"bg_nbd": 31, "gamma_gamma": len([c for c in range(1, 31) if c % 5])}
+
+
+# ------------------------------------------------------------------------------ churn fallbacks
+
+
+def _churn(settings) -> tuple[dict, dict]:
+    """Tonight's churn outcomes from the run log, and the report's view of them."""
+    from retention.report import night_report
+    from retention.runlog import stage_counts
+
+    night = dt.date.fromisoformat(NIGHT)
+    engine = warehouse_engine(settings.warehouse)
+    with engine.connect() as conn:
+        fits = stage_counts(conn, night, "segments")["fits"]
+    return fits, night_report(engine, night)["segments"]["churn"]
+
+
+def _repeat_buyers(orders: Orders, shop: Shop, customers: range, days: tuple[str, ...], quantity=None) -> None:
+    for customer_id in customers:
+        shop.customer(customer_id)
+        for n, day in enumerate(days):
+            orders.add(customer_id, day, quantity or 1 + (customer_id + n) % 4)
+
+
+def test_one_repeat_customer_is_too_few_to_fit_and_the_night_goes_on(settings, shop) -> None:
+    orders = Orders(shop)
+    _repeat_buyers(orders, shop, range(1, 2), ("2026-03-01", "2026-06-01"))
+    _repeat_buyers(orders, shop, range(2, 40), ("2026-05-01",))
+    snap = _run(settings)
+    fits, report = _churn(settings)
+    assert fits["bg_nbd"]["status"] == "fallback"
+    assert "1 repeat customers (minimum 20)" in fits["bg_nbd"]["reason"]
+    assert fits["gamma_gamma"]["status"] == "fallback"
+    assert fits["clv"] == {
+        "status": "fallback",
+        "reason": "CLV of 39 of 39 buyers left empty: BG/NBD fallback; Gamma-Gamma fallback",
+        "customers": 39,
+        "scored": 0,
+    }
+    assert report["bg_nbd"]["reason"] == fits["bg_nbd"]["reason"]
+    for row in snap.values():
+        assert (row["p_alive"], row["expected_purchases_90d"], row["expected_order_value"], row["clv_12m"]) == (
+            None,
+            None,
+            None,
+            None,
+        )
+    assert len(snap) == 39 and snap[1]["lifecycle_phase"] == "exploration"  # the rest of the snapshot stands
+
+
+def test_identical_histories_are_too_few_triples_and_identical_spend_too_few_values(settings, shop) -> None:
+    orders = Orders(shop)
+    _repeat_buyers(orders, shop, range(1, 31), ("2026-02-01", "2026-04-01", "2026-06-01"), quantity=2)
+    snap = _run(settings)
+    fits, report = _churn(settings)
+    assert fits["triples"] == 1
+    assert fits["bg_nbd"]["status"] == report["bg_nbd"]["status"] == "fallback"
+    assert "30 repeat customers (minimum 20), 1 distinct (frequency, recency, age) triples (minimum 10)" in (
+        fits["bg_nbd"]["reason"]
+    )
+    assert "1 different average order values (minimum 2)" in fits["gamma_gamma"]["reason"]
+    assert all(row["p_alive"] is None and row["expected_order_value"] is None for row in snap.values())
+
+
+def _varied_repeat_buyers(shop: Shop) -> None:
+    orders = Orders(shop)
+    for customer_id in range(1, 41):
+        shop.customer(customer_id)
+        for n in range(1 + customer_id % 5):
+            orders.add(
+                customer_id,
+                f"2026-{1 + (customer_id + 3 * n) % 10:02d}-{1 + customer_id % 27:02d}",
+                1 + (customer_id + n) % 4,
+            )
+
+
+def test_a_fit_with_non_finite_parameters_falls_back(settings, shop, monkeypatch) -> None:
+    from retention import churn
+
+    _varied_repeat_buyers(shop)
+    monkeypatch.setattr(
+        churn, "fit_bg_nbd", lambda *a, **k: churn.BgNbdParams(0.5, float("nan"), 1.0, 2.0, 0.0, 40)
+    )
+    monkeypatch.setattr(
+        churn, "fit_gamma_gamma", lambda *a, **k: churn.GammaGammaParams(2.0, 0.8, 10.0, 0.0, 30)
+    )
+    snap = _run(settings)
+    fits, report = _churn(settings)
+    assert fits["bg_nbd"]["status"] == "fallback"
+    assert fits["bg_nbd"]["reason"] == "BG/NBD fit gave non-finite or non-positive parameters {'alpha': nan}"
+    assert fits["gamma_gamma"]["status"] == report["gamma_gamma"]["status"] == "fallback"
+    assert fits["gamma_gamma"]["reason"] == "Gamma-Gamma q = 0.8 <= 1: mean order value infinite"
+    assert all(row["p_alive"] is None and row["expected_order_value"] is None for row in snap.values())
+
+
+def test_predictions_that_are_not_finite_leave_those_customers_empty(settings, shop, monkeypatch) -> None:
+    from retention import churn
+
+    _varied_repeat_buyers(shop)
+    # a and b this large are a legitimate limit of the model, but the hypergeometric function
+    # of the 90-day forecast overflows there: p_alive is fine, expected purchases are -inf.
+    monkeypatch.setattr(churn, "fit_bg_nbd", lambda *a, **k: churn.BgNbdParams(0.7, 70.0, 4e5, 4e6, 0.0, 40))
+    snap = _run(settings)
+    fits, _ = _churn(settings)
+    # p_alive is sound and kept; only the forecast (and so the CLV) is left empty.
+    assert fits["bg_nbd"]["status"] == "partial" and fits["bg_nbd"]["scored"] == 0
+    assert "non-finite expected purchases for 40 customers" in fits["bg_nbd"]["reason"]
+    assert fits["gamma_gamma"]["status"] == "fitted"
+    assert all(0 <= float(row["p_alive"]) <= 1 for row in snap.values())
+    assert all(row["expected_purchases_90d"] is None and row["clv_12m"] is None for row in snap.values())
+    assert all(float(row["expected_order_value"]) > 0 for row in snap.values())
+
+
+def test_a_fit_that_raises_or_does_not_converge_falls_back(settings, shop, monkeypatch) -> None:
+    import warnings
+
+    from retention import churn
+
+    _varied_repeat_buyers(shop)
+
+    def not_converged(*args, **kwargs):
+        warnings.warn("BG/NBD fit did not converge: ABNORMAL", churn.NotConvergedWarning, stacklevel=2)
+        return churn.BgNbdParams(0.5, 50.0, 1.0, 2.0, 0.0, 40)
+
+    def broken(*args, **kwargs):
+        raise FloatingPointError("overflow in exp")
+
+    monkeypatch.setattr(churn, "fit_bg_nbd", not_converged)
+    monkeypatch.setattr(churn, "fit_gamma_gamma", broken)
+    snap = _run(settings)
+    fits, _ = _churn(settings)
+    assert (fits["bg_nbd"]["status"], fits["bg_nbd"]["reason"]) == (
+        "fallback",
+        "BG/NBD fit did not converge: ABNORMAL",
+    )
+    assert fits["gamma_gamma"]["reason"] == "Gamma-Gamma fit failed: FloatingPointError: overflow in exp"
+    assert all(row["p_alive"] is None and row["expected_order_value"] is None for row in snap.values())
+
+
+def test_judge_scores_names_each_problem_with_its_customers() -> None:
+    import numpy as np
+
+    from retention.segments import _judge_scores
+
+    nan, inf = float("nan"), float("inf")
+    scores = {
+        "p_alive": np.array([0.5, nan, 1.2, 0.5, 0.5, 0.5, 0.9]),
+        "expected_purchases_90d": np.array([0.1, 0.1, 0.1, -inf, -0.5, 2e6, -1e-9]),
+        "discounted_purchases_12m": np.array([0.3, 0.3, 0.3, nan, 0.3, 0.3, 0.0]),
+    }
+    p_ok, forecast_ok, problems = _judge_scores(scores, np.array([1, 2, 3, 4, 5, 6, 7]))
+    assert p_ok.tolist() == [True, False, False, True, True, True, True]
+    assert forecast_ok.tolist() == [True, True, True, False, False, False, True]  # -1e-9 rounds to 0
+    assert problems == [
+        "non-finite p_alive for 2 customers",
+        "p_alive outside [0, 1] for 3 customers",
+        "non-finite expected purchases for 4 customers",
+        "negative expected purchases for 5 customers",
+        "expected purchases above 1,000,000 for 6 customers",
+    ]

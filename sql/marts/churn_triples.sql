@@ -21,4 +21,6 @@ final as (
     group by frequency, recency, age
 )
 
+-- A fixed row order: the fit sums in this order, so every run and dialect gives the same estimates.
 select * from final
+order by frequency, recency, age

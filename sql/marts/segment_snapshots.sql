@@ -115,13 +115,12 @@ final as (
         churn.expected_purchases_90d,
         -- Gamma-Gamma: the customer's own average, shrunk towards the population mean
         -- the fewer repeat orders they have (p, q, v fitted tonight).
+        -- NULL when Gamma-Gamma was not fitted tonight (its parameters are then NULL).
         case
-            when facts.orders > 0 then round(
+            when facts.orders > 0 then
                 :gg_p * (:gg_v + (facts.order_days - 1) * facts.avg_order_value)
-                / (:gg_p * (facts.order_days - 1) + :gg_q - 1),
-                2
-            )
-        end as expected_order_value,
+                / (:gg_p * (facts.order_days - 1) + :gg_q - 1)
+        end as expected_order_value_raw,
         facts.margin_12m as margin_12m,
         :service_cost_per_order * facts.orders_12m as service_cost_12m,
         churn.discounted_purchases_12m
@@ -132,6 +131,19 @@ final as (
         on churn.frequency = facts.order_days - 1
         and churn.recency = facts.active_days
         and churn.age = facts.tenure_days
+),
+
+-- Churn figures are NULL where tonight's fits gave none (no churn_scores row, Gamma-Gamma not
+-- fitted) and where a value would not fit its money column (`max_money`); the segments stage
+-- counts those and records why. Nothing else in the snapshot depends on them.
+valued as (
+    select
+        final.*,
+        case
+            when expected_order_value_raw >= 0 and expected_order_value_raw < :max_money
+                then round(expected_order_value_raw, 2)
+        end as expected_order_value
+    from final
 )
 
 select
@@ -150,8 +162,11 @@ select
     p_alive,
     expected_purchases_90d,
     expected_order_value,
-    round(discounted_purchases_12m * expected_order_value, 2) as clv_12m,
+    case
+        when discounted_purchases_12m * expected_order_value < :max_money
+            then round(discounted_purchases_12m * expected_order_value, 2)
+    end as clv_12m,
     round(service_cost_12m, 2) as service_cost_12m,
     round(margin_12m - service_cost_12m, 2) as profit_12m,
     (margin_12m - service_cost_12m < 0) as unprofitable
-from final
+from valued
