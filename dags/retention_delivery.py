@@ -5,23 +5,32 @@ Every 15 minutes: send the outbox messages whose `send_at` has come, through the
 Airflow connection `smtp_default`, each at most once, and record every fate as it happens.
 
 ```
-sweep ──► plan ──► send_batch (mapped: one SMTP session per batch, in parallel) ──► summarise
+sweep ──► plan ──► send_batches (mapped: one task per lane, the lanes in parallel) ──► summarise
 ```
 
-* **sweep** settles messages whose sender died (expired lease): `unknown`, or queued again
-  if no SMTP command had begun (or if `RETENTION_DELIVERY_UNKNOWN_POLICY=resend`).
-* **plan** splits what is due into batches of outbox ids (at most `delivery_batches` of
-  `delivery_batch_size`, and `delivery_run_cap` in all).
-* **send_batch** claims each message (`sending`, with a lease), checks consent and
-  suppression again, sends it and marks it `sent`, `queued` for a retry with backoff
-  (4xx, dropped connection), or `failed` (5xx; 550/551/553 also suppress the address).
-  The global rate limit is shared out between the batches.
+* **sweep** settles messages whose sender died (expired lease, or a sender process of this
+  host that is gone): `unknown`, or queued again if no SMTP command had begun (or if
+  `RETENTION_DELIVERY_UNKNOWN_POLICY=resend`).
+* **plan** checks the SMTP connection's settings (a login without a password fails here,
+  before anything is claimed), takes up to `delivery_run_cap` due messages, splits them into
+  batches of `delivery_batch_size` and deals the batches into at most `delivery_batches`
+  lanes.
+* **send_batches** (one mapped task per lane; the lanes run in parallel) sends its lane's
+  batches one after another, one SMTP session each. It claims each message (`sending`, with
+  a lease), checks consent and suppression again, sends it and marks it `sent`, `queued` for
+  a retry with backoff (4xx, or a drop before the end of DATA), `unknown` (a drop or timeout
+  after the end of DATA: the server may have it), or `failed` (5xx; 550/551/553 also
+  suppress the address). The global rate limit is shared out between the lanes, so a run
+  takes about `delivery_run_cap / delivery_rate_per_second` seconds when that much is due.
 * **summarise** totals the run and the outbox by status, and warns about `unknown` messages:
   a person decides about those (see `docs/delivery.md`).
 * **Time:** "now" is the run's logical date (or `run_after` for a manual run), never the
   worker's clock, so a re-run of a slot sends only what was due in that slot. Leases and
   `sent_at` are real time.
 * **Params:** `dry_run` renders and logs what would be sent; sends and marks nothing.
+* **Timeouts and alerts:** every task has a 30-minute `execution_timeout` (a hung SMTP
+  session fails; the next run's sweep settles what it had claimed); a task that fails for
+  good mails `RETENTION_ALERT_EMAIL` through `smtp_default`.
 * **Settings:** `RETENTION_DELIVERY_*` (batch size, batches, rate, run cap, attempts,
   backoff, lease, unknown policy, dry run).
 """
@@ -33,7 +42,7 @@ import datetime as dt
 import pendulum
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
 
-from retention_airflow import ASSETS
+from retention_airflow import ASSETS, alert_on_failure
 
 
 def _until(context) -> dt.datetime:
@@ -53,7 +62,14 @@ def _dry_run(context, settings) -> bool:
     max_active_runs=1,
     doc_md=__doc__,
     tags=["retention"],
-    default_args={"owner": "data-eng", "retries": 3, "retry_delay": dt.timedelta(minutes=2)},
+    default_args={
+        "owner": "data-eng",
+        "retries": 3,
+        "retry_delay": dt.timedelta(minutes=2),
+        # A hung SMTP session fails the task; its claimed messages are settled by the next sweep.
+        "execution_timeout": dt.timedelta(minutes=30),
+        "on_failure_callback": alert_on_failure,
+    },
     params={
         "dry_run": Param(
             False, type="boolean", description="Render and log what is due; send and mark nothing."
@@ -81,19 +97,24 @@ def retention_delivery():
     @task
     def plan(**context) -> list[dict]:
         from retention.db import engine_for
-        from retention.delivery import DeliveryPolicy, as_naive_utc
+        from retention.delivery import DeliveryPolicy, as_naive_utc, in_lanes
         from retention.delivery import plan as plan_batches
         from retention.settings import Settings
+        from retention_airflow import smtp_config
 
         settings = Settings()
+        if not _dry_run(context, settings):
+            smtp_config(settings)  # a connection that cannot work fails here, before any claim
         until = as_naive_utc(_until(context))
-        return plan_batches(engine_for(settings.warehouse), until, DeliveryPolicy.from_settings(settings))
+        policy = DeliveryPolicy.from_settings(settings)
+        return in_lanes(plan_batches(engine_for(settings.warehouse), until, policy), policy.batches)
 
     @task(inlets=[ASSETS["outbox"]])
-    def send_batch(batch: dict, **context) -> dict:
+    def send_batches(lane: dict, **context) -> dict:
+        from collections import Counter
+
         from retention.db import engine_for
-        from retention.delivery import DeliveryPolicy, Identity, preview_batch
-        from retention.delivery import send_batch as send
+        from retention.delivery import DeliveryPolicy, Identity, preview_batch, send_lane
         from retention.settings import Settings
         from retention_airflow import smtp_config, unsubscribe_secret
 
@@ -102,15 +123,17 @@ def retention_delivery():
         identity = Identity.from_settings(settings, unsubscribe_secret())
         until = _until(context)
         if _dry_run(context, settings):
-            return preview_batch(engine, batch["ids"], until=until, identity=identity)
-        return send(
+            counts: Counter = Counter()
+            for batch in lane["batches"]:
+                counts.update(preview_batch(engine, batch["ids"], until=until, identity=identity))
+            return dict(counts)
+        return send_lane(
             engine,
             smtp_config(settings),
-            batch["ids"],
+            lane,
             until=until,
             identity=identity,
             policy=DeliveryPolicy.from_settings(settings),
-            rate=batch["rate"],
         )
 
     @task(trigger_rule="none_failed")
@@ -124,9 +147,9 @@ def retention_delivery():
         return summary_of(engine_for(Settings().warehouse), swept, counts)
 
     swept = sweep()
-    batches = plan()
-    swept >> batches  # settle the dead senders' messages before deciding what is due
-    summarise(swept, send_batch.expand(batch=batches))
+    lanes = plan()
+    swept >> lanes  # settle the dead senders' messages before deciding what is due
+    summarise(swept, send_batches.expand(lane=lanes))
 
 
 retention_delivery()

@@ -3,12 +3,13 @@
 The life of an outbox row::
 
     queued ──claim──► sending ──2xx───────────────► sent
-      ▲  │              ├──4xx, dropped connection─► queued again, next_attempt_at = until + backoff
-      │  │              │                            (failed after ``max_attempts``)
+      ▲  │              ├──4xx, or dropped before the end of DATA─► queued again,
+      │  │              │                 next_attempt_at = until + backoff (failed after ``max_attempts``)
       │  │              ├──5xx──────────────────────► failed  (550/551/553 also suppress the address)
+      │  │              ├──dropped or timed out after the end of DATA──► unknown (policy "hold")
       │  └──opted out or suppressed since rendering──► cancelled
-      │                 └──the sender died, lease expired──► unknown (policy "hold", the default)
-      └───────────── lease expired and no SMTP attempt had begun, or policy "resend"
+      │                 └──the sender died (lease expired, or its process is gone)──► unknown ("hold")
+      └───────────── the sender died before any SMTP command, or policy "resend"
 
 Exactly once is built from three records, each committed before the next step:
 
@@ -20,10 +21,14 @@ Exactly once is built from three records, each committed before the next step:
    in one transaction right after the reply.
 
 A crash between 2 and 3 leaves ``sending`` plus an open attempt: the server may or may not
-have accepted the message, and only the server knows. When the lease expires, :func:`sweep`
-makes such a row ``unknown`` (reported, never resent unless the policy says ``resend``).
-A crash between 1 and 2 leaves ``sending`` without an open attempt: nothing reached the
-server, so the sweep simply queues it again.
+have accepted the message, and only the server knows. When the lease expires, or earlier when
+the sweep runs on the same host and sees that the owner process is gone (the lease owner names
+host, pid and process start time), :func:`sweep` makes such a row ``unknown`` (reported, never
+resent unless the policy says ``resend``). A crash between 1 and 2 leaves ``sending`` without
+an open attempt: nothing reached the server, so the sweep simply queues it again. The same
+doubt arises without a crash when the connection drops, or the reply times out, after the
+final "." of DATA was sent: the server may have stored the message, so it is ``unknown`` too
+(:attr:`retention.mailer.Reply.in_doubt`), never retried silently.
 
 Two clocks, on purpose: ``until`` (the DAG run's logical date) decides what is due and when a
 retry is due, so a re-run of a slot behaves the same; the real clock (injectable as
@@ -39,6 +44,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import functools
+import hashlib
 import json
 import logging
 import math
@@ -51,6 +58,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from pathlib import Path
 
 from sqlalchemy import ColumnElement, Connection, Engine, and_, func, inspect, or_, select
 
@@ -75,11 +83,14 @@ __all__ = [
     "as_naive_utc",
     "deliver",
     "due_ids",
+    "in_lanes",
     "outbox_status",
+    "owner_is_dead",
     "plan",
     "preview_batch",
     "resolve_unknown",
     "send_batch",
+    "send_lane",
     "summarise",
     "sweep",
     "utcnow",
@@ -122,10 +133,10 @@ def as_naive_utc(moment: dt.datetime) -> dt.datetime:
 class DeliveryPolicy:
     """The delivery settings (``RETENTION_DELIVERY_*``), with their defaults."""
 
-    batch_size: int = 200  # messages per SMTP session (one mapped task)
-    batches: int = 4  # batches per run, sent in parallel
+    batch_size: int = 200  # messages per SMTP session
+    batches: int = 4  # batches sent in parallel at most (each parallel lane sends several in turn)
     rate_per_second: float = 20.0  # all batches together; 0 = unlimited
-    run_cap: int = 5000  # messages per run at most (also bounded by batches * batch_size)
+    run_cap: int = 5000  # messages per run at most: ceil(min(due, run_cap) / batch_size) batches
     max_attempts: int = 5  # SMTP attempts before a transient failure becomes final
     backoff_seconds: float = 300.0  # wait after the first transient failure; doubles each time
     backoff_max_seconds: float = 6 * 3600.0
@@ -281,43 +292,65 @@ def due_ids(conn: Connection, until: dt.datetime, limit: int) -> list[int]:
 
 
 def plan(warehouse: Engine, until: dt.datetime, policy: DeliveryPolicy) -> list[dict]:
-    """Split what is due into at most ``policy.batches`` batches of outbox ids.
+    """Split what is due, up to ``policy.run_cap`` messages, into batches of outbox ids.
 
-    Each batch carries its share of the global rate: the batches may all run at once.
-    Planning reads only; the claim at send time decides who sends what.
+    ``ceil(min(due, run_cap) / batch_size)`` batches of even size, oldest ``send_at`` first.
+    At most ``policy.batches`` of them run at once (:func:`in_lanes`), so each carries that
+    share of the global rate. Planning reads only; the claim at send time decides who sends what.
     """
     if not inspect(warehouse).has_table(schema.outbox.name):
         log.warning("the warehouse has no outbox yet (no night has run): nothing to deliver")
         return []
     with warehouse.connect() as conn:
-        ids = due_ids(conn, until, min(policy.run_cap, policy.batches * policy.batch_size))
+        ids = due_ids(conn, until, policy.run_cap)
     if not ids:
         return []
     count = math.ceil(len(ids) / policy.batch_size)
     size = math.ceil(len(ids) / count)
-    rate = policy.rate_per_second / count
+    rate = policy.rate_per_second / min(count, policy.batches)
     return [{"ids": ids[i : i + size], "rate": rate} for i in range(0, len(ids), size)]
+
+
+def in_lanes(batches: Sequence[dict], lanes: int) -> list[dict]:
+    """The batches dealt round-robin into at most ``lanes`` lanes, ``{"batches": [...]}`` each.
+
+    A lane sends its batches one after another (:func:`send_lane`) and the lanes run in
+    parallel (the DAG's mapped task), so at most ``lanes`` SMTP sessions are open at once,
+    each at the rate its batches carry, however many batches the run cap allows.
+    """
+    count = min(lanes, len(batches))
+    return [{"batches": list(batches[i::count])} for i in range(count)]
 
 
 # --- crash recovery ----------------------------------------------------------------------------
 
 
 def sweep(warehouse: Engine, policy: DeliveryPolicy, now: dt.datetime) -> dict[str, int]:
-    """Settle the messages whose sender died: their lease expired before ``now`` (real time).
+    """Settle the messages whose sender died: their lease expired before ``now`` (real time),
+    or their lease owner is a process of this host that no longer exists (:func:`owner_is_dead`).
 
     ``requeued``: no SMTP attempt had begun, nothing left the building. ``unknown``: an
     attempt had begun (policy "hold"). ``resent``: the same, queued again (policy "resend").
+    A claim of another host (or of an unknown process) waits for its lease to expire.
     """
     box = schema.outbox
     with warehouse.connect() as conn:
-        expired = conn.execute(
-            select(box.c.outbox_id, box.c.attempts).where(
-                box.c.status == "sending", box.c.lease_expires_at < now
+        claims = conn.execute(
+            select(box.c.outbox_id, box.c.attempts, box.c.lease_owner, box.c.lease_expires_at).where(
+                box.c.status == "sending"
             )
         ).all()
     counts: Counter[str] = Counter()
-    for outbox_id, attempts in expired:
-        counts[_settle(warehouse, outbox_id, attempts, policy, now)] += 1
+    for outbox_id, attempts, owner, expires in claims:
+        if expires is None or expires < now:
+            why = "lease expired"
+            guard = or_(box.c.lease_expires_at.is_(None), box.c.lease_expires_at < now)
+        elif owner and owner_is_dead(owner):
+            why = "sender process gone"
+            guard = box.c.lease_owner == owner
+        else:
+            continue  # a live sender, or one we cannot judge: its lease decides
+        counts[_settle(warehouse, outbox_id, attempts, policy, guard, why)] += 1
     counts.pop("raced", None)
     if counts["unknown"]:
         log.warning("%d messages are now 'unknown': see docs/delivery.md, 'unknown'", counts["unknown"])
@@ -325,7 +358,12 @@ def sweep(warehouse: Engine, policy: DeliveryPolicy, now: dt.datetime) -> dict[s
 
 
 def _settle(
-    warehouse: Engine, outbox_id: int, attempts: int, policy: DeliveryPolicy, now: dt.datetime
+    warehouse: Engine,
+    outbox_id: int,
+    attempts: int,
+    policy: DeliveryPolicy,
+    guard: ColumnElement[bool],
+    why: str,
 ) -> str:
     box, att = schema.outbox, schema.delivery_attempts
     with warehouse.begin() as conn:
@@ -337,23 +375,18 @@ def _settle(
         if began is None:
             fate = "requeued"
             values = {"status": "queued", "attempts": attempts - 1, "lease_owner": None}
-            reply = "lease expired before any SMTP command: nothing was sent; queued again"
+            reply = f"{why} before any SMTP command: nothing was sent; queued again"
         elif policy.unknown_policy == "resend":
             fate = "resent"
             values = {"status": "queued", "next_attempt_at": None, "lease_owner": None}
-            reply = "lease expired during SMTP: fate unknown; queued again by policy 'resend'"
+            reply = f"{why} during SMTP: fate unknown; queued again by policy 'resend'"
         else:
             # The lease owner stays: it names the process, and a late mark by it still wins.
             fate, values = "unknown", {"status": "unknown"}
-            reply = "lease expired during SMTP: the server may or may not have the message"
+            reply = f"{why} during SMTP: the server may or may not have the message"
         settled = conn.execute(
             box.update()
-            .where(
-                box.c.outbox_id == outbox_id,
-                box.c.status == "sending",
-                box.c.attempts == attempts,
-                box.c.lease_expires_at < now,
-            )
+            .where(box.c.outbox_id == outbox_id, box.c.status == "sending", box.c.attempts == attempts, guard)
             .values(lease_expires_at=None, smtp_reply=reply, **values)
         ).rowcount
     return fate if settled == 1 else "raced"
@@ -379,8 +412,67 @@ def resolve_unknown(warehouse: Engine, outbox_ids: Iterable[int], resolution: st
 
 
 def _owner() -> str:
-    """The lease owner: host, process and a per-batch nonce (a retried task is a new owner)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """The lease owner: ``host:pid:nonce:start:machine``.
+
+    The per-batch nonce makes a retried task a new owner. ``start`` (the process start time,
+    in clock ticks since boot) guards against a reused pid, and ``machine`` (a digest of the
+    kernel's boot id and the pid namespace) against two containers that share a host name:
+    together they let :func:`owner_is_dead` tell for sure that the owner is gone. Both are
+    empty where ``/proc`` is missing; such an owner is never judged dead, only its lease expires.
+    """
+    pid = os.getpid()
+    start = _process_start(pid) or ""
+    start = start if start.isdigit() else ""
+    return f"{socket.gethostname()[:64]}:{pid}:{uuid.uuid4().hex[:8]}:{start}:{_machine() if start else ''}"
+
+
+def owner_is_dead(owner: str) -> bool:
+    """True only when ``owner`` names a process of this host (and pid namespace) that is gone.
+
+    Gone: no such pid, a zombie, or a pid now used by a process that started at another
+    time. Anything else (another host, an old-style owner, no ``/proc``) is False: its
+    lease must expire first.
+    """
+    parts = owner.split(":")
+    if len(parts) != 5:
+        return False
+    host, pid, _nonce, start, machine = parts
+    if not (start.isdigit() and machine and pid.isdigit()) or machine != _machine():
+        return False
+    if host != socket.gethostname()[:64]:
+        return False
+    now = _process_start(int(pid))
+    return now is None or (now != "?" and now != start)
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of a living process from ``/proc``; None if there is none (or a zombie),
+    ``"?"`` if it exists but cannot be read, or when ``/proc`` is missing."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except OSError:
+            return "?"  # it exists (another user's process)
+        return "?"
+    fields = stat.rpartition(")")[2].split()  # the command name may hold spaces and parentheses
+    if len(fields) < 20:
+        return "?"
+    return None if fields[0] in ("Z", "X", "x") else fields[19]
+
+
+@functools.cache
+def _machine() -> str:
+    """This kernel boot and pid namespace, as 12 hex digits; empty without ``/proc``."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+    return hashlib.sha256(f"{boot}|{namespace}".encode()).hexdigest()[:12]
 
 
 def _unwanted(conn: Connection, row: dict) -> str | None:
@@ -462,6 +554,10 @@ def _begin_attempt(warehouse: Engine, row: dict, owner: str, now: dt.datetime) -
 def _fate(reply: Reply, attempts: int, policy: DeliveryPolicy) -> str:
     if reply.accepted:
         return "sent"
+    if reply.in_doubt:
+        # The server may have the message: never retried silently. Policy "resend" queues
+        # it again (a duplicate is possible, and accepted by that policy) while attempts last.
+        return "resent" if policy.unknown_policy == "resend" and attempts < policy.max_attempts else "unknown"
     if reply.transient and attempts < policy.max_attempts:
         return "retry"
     return "failed"
@@ -480,10 +576,14 @@ def _mark(
     """Record the reply on the attempt and the row, in one transaction."""
     box, att = schema.outbox, schema.delivery_attempts
     fate = _fate(reply, row["attempts"], policy)
+    retry_at = until + policy.backoff(row["attempts"])
     values: dict = {
-        "sent": {"status": "sent", "sent_at": now},
-        "retry": {"status": "queued", "next_attempt_at": until + policy.backoff(row["attempts"])},
-        "failed": {"status": "failed"},
+        "sent": {"status": "sent", "sent_at": now, "lease_owner": None},
+        "retry": {"status": "queued", "next_attempt_at": retry_at, "lease_owner": None},
+        "resent": {"status": "queued", "next_attempt_at": retry_at, "lease_owner": None},
+        "failed": {"status": "failed", "lease_owner": None},
+        # As for a crash: the lease owner stays on the row to name the process that sent it.
+        "unknown": {"status": "unknown"},
     }[fate]
     with warehouse.begin() as conn:
         conn.execute(
@@ -498,7 +598,7 @@ def _mark(
                 box.c.lease_owner == owner,
                 box.c.status.in_(("sending", "unknown")),  # a late mark still tells the truth
             )
-            .values(smtp_reply=str(reply), lease_owner=None, lease_expires_at=None, **values)
+            .values(smtp_reply=str(reply), lease_expires_at=None, **values)
         ).rowcount
         if fate == "failed" and reply.hard_bounce:
             insert_ignore(
@@ -603,6 +703,15 @@ def send_batch(
             limiter.acquire()
             counts[_send_one(batch, outbox_id)] += 1
     log.info("batch of %d: %s (%d SMTP sessions)", len(ids), dict(counts), batch.session.opened)
+    return dict(counts)
+
+
+def send_lane(warehouse: Engine, config: SmtpConfig, lane: dict, **options: object) -> dict[str, int]:
+    """Send a lane's batches (:func:`in_lanes`) one after another, each as :func:`send_batch`
+    with its own rate; the summed counts. Options are :func:`send_batch`'s keywords."""
+    counts: Counter[str] = Counter()
+    for batch in lane["batches"]:
+        counts.update(send_batch(warehouse, config, batch["ids"], rate=batch["rate"], **options))
     return dict(counts)
 
 

@@ -11,8 +11,14 @@ text and the HTML into one part of its choosing and invents its own Message-ID, 
 would defeat the exactly-once bookkeeping. So the message is a stdlib
 :class:`~email.message.EmailMessage` (text and HTML alternatives, a Message-ID derived
 from the outbox key, RFC 8058 headers), and it goes through the session's ``smtplib``
-object command by command (MAIL, RCPT, DATA) so that the server's exact reply to each
-step is known and recorded.
+object command by command (MAIL, RCPT, DATA, the content, the final ".") so that the
+server's exact reply to each step is known and recorded, and so that a failure is known to
+lie before or after the end of DATA (see :func:`_transmit`).
+
+Logins: yagmail takes ``user`` as an address and appends ``@gmail.com`` to one without an
+``@`` (``yagmail.headers.make_addr_alias_user``), which breaks SendGrid's ``apikey`` and
+most relay logins. Passed as a one-entry dict ``{login: login}`` (yagmail's "address with
+alias" form) the login is used exactly as given; yagmail still owns connect, TLS and AUTH.
 """
 
 from __future__ import annotations
@@ -23,7 +29,10 @@ import email.policy
 import json
 import logging
 import os
+import re
+import select
 import smtplib
+import socket
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
@@ -37,6 +46,8 @@ __all__ = [
     "HARD_BOUNCE_CODES",
     "Reply",
     "SmtpConfig",
+    "SmtpConfigError",
+    "SmtpLoginRefused",
     "SmtpSession",
     "SmtpUnavailable",
     "Unsubscribe",
@@ -48,6 +59,16 @@ log = logging.getLogger(__name__)
 
 #: Permanent replies that say the mailbox does not exist (or may not be used): never write again.
 HARD_BOUNCE_CODES = frozenset({550, 551, 553})
+
+#: The stages of one message's SMTP conversation, as recorded on its reply. ``DATA`` is the
+#: DATA command and the content up to (not including) the final "." line; ``DATA-END`` is
+#: from the final "." on: a failure there leaves the message's fate unknown.
+STAGES = ("CONNECT", "MAIL", "RCPT", "DATA", "DATA-END", "BUILD")
+END_OF_DATA = "DATA-END"
+
+
+class SmtpConfigError(ValueError):
+    """The SMTP settings cannot work (e.g. a login without a password); names where they came from."""
 
 
 @dataclass(frozen=True)
@@ -61,16 +82,37 @@ class SmtpConfig:
     ssl: bool = False
     starttls: bool = False
     timeout: float = 30.0
+    #: Where these settings came from (a connection id or a variable), for error messages.
+    source: str = "the SMTP settings"
+
+    def __post_init__(self) -> None:
+        # Refused here, before any message is claimed: yagmail would otherwise ask the keyring
+        # or prompt on a terminal for the password, and an unattended run would hang or fail late.
+        if self.login and not self.password:
+            raise SmtpConfigError(
+                f"{self.source}: SMTP login {self.login!r} has no password; set the password "
+                f"(or remove the login to send without authentication)"
+            )
 
     def __repr__(self) -> str:
-        return f"SmtpConfig(host={self.host!r}, port={self.port}, login={self.login!r}, ssl={self.ssl}, starttls={self.starttls})"
+        return (
+            f"SmtpConfig(host={self.host!r}, port={self.port}, login={self.login!r}, ssl={self.ssl}, "
+            f"starttls={self.starttls}, source={self.source!r})"
+        )
+
+    @property
+    def where(self) -> str:
+        """``host:port (source)``: what an error message names."""
+        return f"{self.host}:{self.port} ({self.source})"
 
     @classmethod
-    def from_url(cls, url: str, timeout: float = 30.0) -> SmtpConfig:
+    def from_url(cls, url: str, timeout: float = 30.0, source: str = "RETENTION_SMTP_URL") -> SmtpConfig:
         """``smtp://user:pass@host:port?ssl=true&starttls=true`` (the Airflow connection URI form)."""
         parsed = urlparse(url)
         if parsed.scheme not in ("smtp", "smtps") or not parsed.hostname:
-            raise ValueError("SMTP URL must look like smtp://user:password@host:port (password hidden)")
+            raise SmtpConfigError(
+                f"{source}: SMTP URL must look like smtp://user:password@host:port (password hidden)"
+            )
         query = {k: v[-1].lower() for k, v in parse_qs(parsed.query).items()}
         ssl = parsed.scheme == "smtps" or query.get("ssl") in ("1", "true", "yes")
         return cls(
@@ -81,6 +123,7 @@ class SmtpConfig:
             ssl=ssl,
             starttls=query.get("starttls") in ("1", "true", "yes"),
             timeout=timeout,
+            source=source,
         )
 
     @classmethod
@@ -92,6 +135,7 @@ class SmtpConfig:
         password: str | None,
         extra: dict,
         timeout: float = 30.0,
+        source: str = "the Airflow SMTP connection",
     ) -> SmtpConfig:
         """From an Airflow ``smtp`` connection's fields, with the SMTP provider's extras.
 
@@ -108,12 +152,20 @@ class SmtpConfig:
             ssl=ssl,
             starttls=starttls,
             timeout=float(extra.get("timeout", timeout)),
+            source=source,
         )
 
     @classmethod
     def from_environment(cls, explicit: str | None, conn_id: str, timeout: float) -> SmtpConfig:
         """Outside Airflow: ``RETENTION_SMTP_URL``, else ``AIRFLOW_CONN_<ID>`` (URI or JSON), else loopback:8025."""
-        value = explicit or os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}") or "smtp://127.0.0.1:8025"
+        variable = f"AIRFLOW_CONN_{conn_id.upper()}"
+        value = explicit or os.environ.get(variable) or "smtp://127.0.0.1:8025"
+        if explicit:
+            source = "RETENTION_SMTP_URL"
+        elif os.environ.get(variable):
+            source = f"connection {conn_id!r} ({variable})"
+        else:
+            source = "the default loopback SMTP server"
         if value.lstrip().startswith("{"):
             fields = json.loads(value)
             extra = fields.get("extra") or {}
@@ -125,8 +177,9 @@ class SmtpConfig:
                 fields.get("password"),
                 extra,
                 timeout,
+                source,
             )
-        return cls.from_url(value, timeout)
+        return cls.from_url(value, timeout, source)
 
 
 def _flag(value: object) -> bool:
@@ -138,7 +191,9 @@ def _flag(value: object) -> bool:
 def _client(config: SmtpConfig) -> yagmail.SMTP:
     """A yagmail session object (not yet connected) for the configured server."""
     return yagmail.SMTP(
-        user=config.login or "",
+        # {login: login}: yagmail's address-with-alias form, taken verbatim; a plain string
+        # without "@" would become "login@gmail.com" (see the module docstring).
+        user={config.login: config.login} if config.login else "",
         password=config.password,
         host=config.host,
         port=config.port,
@@ -154,17 +209,26 @@ class SmtpUnavailable(ConnectionError):
     """The SMTP server cannot be reached at all (down, refused, TLS or login failure)."""
 
 
+class SmtpLoginRefused(SmtpUnavailable):
+    """The server refused the login or password: retrying will not help until someone fixes them."""
+
+
 @dataclass(frozen=True)
 class Reply:
     """What the server said to one message; ``code`` is None when the connection dropped."""
 
     code: int | None
     text: str
-    stage: str  # MAIL, RCPT, DATA, or CONNECT
+    stage: str  # one of STAGES: where the conversation was when this was said (or it dropped)
 
     @property
     def accepted(self) -> bool:
         return self.code is not None and 200 <= self.code < 300
+
+    @property
+    def in_doubt(self) -> bool:
+        """No reply after the end of DATA was sent: the server may have stored the message."""
+        return self.code is None and self.stage == END_OF_DATA
 
     @property
     def transient(self) -> bool:
@@ -208,6 +272,12 @@ class SmtpSession:
         client = _client(self.config)
         try:
             client.login()  # connect, SSL or STARTTLS, and login unless the connection has none
+        except smtplib.SMTPAuthenticationError as exc:
+            client.close()
+            raise SmtpLoginRefused(
+                f"SMTP server {self.config.where} refused login {self.config.login!r}: "
+                f"{exc.smtp_code} {_text(exc.smtp_error)}"
+            ) from exc
         except (smtplib.SMTPException, OSError) as exc:
             client.is_closed = True  # nothing to QUIT; keeps yagmail's __del__ quiet
             raise SmtpUnavailable(f"cannot open an SMTP session with {self.config!r}: {exc}") from exc
@@ -225,14 +295,20 @@ class SmtpSession:
         """MAIL, RCPT and DATA for one message; the reply that decided its fate."""
         self.open()
         assert self._client is not None
+        at = _Stage()
         try:
-            reply = _transmit(self._client.smtp, msg)
+            reply = _transmit(self._client.smtp, msg, at)
         except smtplib.SMTPServerDisconnected as exc:
-            reply = Reply(None, f"connection dropped: {exc or 'closed by the server'}", "DATA")
+            reply = Reply(None, f"connection dropped: {exc or 'closed by the server'}", at.stage)
         except smtplib.SMTPResponseException as exc:
-            reply = Reply(exc.smtp_code, _text(exc.smtp_error), "DATA")
+            reply = Reply(exc.smtp_code, _text(exc.smtp_error), at.stage)
         except OSError as exc:
-            reply = Reply(None, f"connection dropped: {type(exc).__name__}: {exc}", "DATA")
+            reply = Reply(None, f"connection dropped: {type(exc).__name__}: {exc}", at.stage)
+        except (smtplib.SMTPNotSupportedError, UnicodeError) as exc:
+            # An address this server cannot carry (non-ASCII without SMTPUTF8): no command with it
+            # went out, so nothing can have been stored; a permanent failure, not a bounce.
+            reply = Reply(554, f"address not supported by this server: {exc}", at.stage)
+            self.close()
         if reply.session_lost:
             self.close()
         return reply
@@ -248,8 +324,24 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _transmit(smtp: smtplib.SMTP, msg: EmailMessage) -> Reply:
-    """One transaction, like ``smtplib.sendmail`` but keeping the reply to each step."""
+@dataclass
+class _Stage:
+    """Where a conversation is; read after an exception to record where it failed."""
+
+    stage: str = "CONNECT"
+
+
+def _transmit(smtp: smtplib.SMTP, msg: EmailMessage, at: _Stage) -> Reply:
+    """One transaction, like ``smtplib.sendmail`` but keeping the reply to each step.
+
+    DATA is done by hand rather than with ``smtplib.SMTP.data``, which sends the content,
+    the final "." and reads the reply in one call: after a dropped connection or a timeout
+    in there, nobody could tell whether the server had seen the end of the message. Here
+    ``at.stage`` becomes ``DATA-END`` just before the final "." line goes out, so a failure
+    before it is safe to retry (the server discards an unfinished message), and one after it
+    is in doubt: the server may have stored the message without our hearing its reply.
+    """
+    at.stage = "CONNECT"
     smtp.ehlo_or_helo_if_needed()
     sender = parseaddr(msg["From"])[1]
     recipient = parseaddr(msg["To"])[1]
@@ -257,14 +349,51 @@ def _transmit(smtp: smtplib.SMTP, msg: EmailMessage) -> Reply:
     options = ["BODY=8BITMIME"] if not data.isascii() and smtp.has_extn("8bitmime") else []
     if not (sender + recipient).isascii() and smtp.has_extn("smtputf8"):
         options.append("SMTPUTF8")
+    at.stage = "MAIL"
     code, text = smtp.mail(sender, options)
     if code != 250:
         return _refused(smtp, code, text, "MAIL")
+    at.stage = "RCPT"
     code, text = smtp.rcpt(recipient)
     if code not in (250, 251):
         return _refused(smtp, code, text, "RCPT")
-    code, text = smtp.data(data)  # raises SMTPDataError when DATA itself is refused
-    return Reply(code, _text(text), "DATA")
+    at.stage = "DATA"
+    smtp.putcmd("data")
+    code, text = smtp.getreply()
+    if code != 354:
+        return _refused(smtp, code, text, "DATA")
+    content = re.sub(rb"(?m)^\.", b"..", data)  # dot-stuffing (RFC 5321 4.5.2)
+    smtp.send(content if content.endswith(b"\r\n") else content + b"\r\n")
+    if _peer_closed(smtp.sock):
+        # The server hung up before it could have seen the end: it discarded the message.
+        smtp.close()
+        return Reply(None, "connection dropped: closed by the server during DATA", "DATA")
+    at.stage = END_OF_DATA  # from here on, the server may have the whole message
+    smtp.send(b".\r\n")
+    code, text = smtp.getreply()
+    return Reply(code, _text(text), END_OF_DATA)
+
+
+def _peer_closed(sock: socket.socket | None) -> bool:
+    """True if the server has already closed the connection (EOF or reset waiting to be read).
+
+    A small message fits in the socket buffers, so writing it succeeds even when the server
+    has gone; without this look, such a drop would only show when reading the reply to the
+    final ".", where it is in doubt. Peeked on a duplicate of the raw descriptor, so that it
+    works under TLS too and consumes nothing. Any doubt answers False (then DATA-END decides).
+    """
+    if sock is None:
+        return True
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return False
+        with socket.socket(fileno=os.dup(sock.fileno())) as raw:
+            return raw.recv(1, socket.MSG_PEEK | getattr(socket, "MSG_DONTWAIT", 0)) == b""
+    except (BlockingIOError, InterruptedError, ValueError):
+        return False
+    except OSError:  # ECONNRESET and the like: the server is gone
+        return True
 
 
 def _refused(smtp: smtplib.SMTP, code: int, text: bytes, stage: str) -> Reply:

@@ -20,7 +20,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import Envelope, Session
+from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 __all__ = ["MailSink", "Received", "start_background", "stop_background"]
 
@@ -50,14 +50,17 @@ class _Handler:
 
     async def handle_DATA(self, server: object, session: Session, envelope: Envelope) -> str:  # noqa: N802
         raw = envelope.original_content or b""
-        item = Received(envelope.mail_from or "", list(envelope.rcpt_tos), raw)
+        self.keep(Received(envelope.mail_from or "", list(envelope.rcpt_tos), raw))
+        return "250 Message accepted for delivery"
+
+    def keep(self, item: Received) -> None:
+        """Store one message (and wake whoever waits for it)."""
         with self.arrived:
             self.received.append(item)
             index = len(self.received)
             self.arrived.notify_all()
         if self.folder is not None:
             self._save(index, item)
-        return "250 Message accepted for delivery"
 
     def _save(self, index: int, item: Received) -> None:
         msg_id = item.message.get("Message-ID", "") or str(index)
@@ -69,13 +72,22 @@ class _Handler:
 
 
 class MailSink:
-    """An SMTP server on 127.0.0.1 in a background thread; a context manager."""
+    """An SMTP server on 127.0.0.1 in a background thread; a context manager.
 
-    def __init__(self, port: int = 0, folder: Path | None = None) -> None:
+    With ``logins`` (login -> password) the server requires AUTH (PLAIN or LOGIN, allowed
+    without TLS on loopback) before MAIL, as a provider's submission port does.
+    """
+
+    def __init__(
+        self, port: int = 0, folder: Path | None = None, logins: dict[str, str] | None = None
+    ) -> None:
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
         self.handler = _Handler(folder)
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=port or _free_port())
+        self.smtp_kwargs = _auth_kwargs(logins) if logins is not None else {}
+        self.controller = Controller(
+            self.handler, hostname="127.0.0.1", port=port or _free_port(), **self.smtp_kwargs
+        )
 
     @property
     def port(self) -> int:
@@ -98,6 +110,16 @@ class MailSink:
 
     def __exit__(self, *exc: object) -> None:
         self.controller.stop()
+
+
+def _auth_kwargs(logins: dict[str, str]) -> dict:
+    """aiosmtpd's keyword arguments for a server that accepts exactly these logins."""
+
+    def authenticate(server: object, session: Session, envelope: Envelope, mechanism: str, auth: object):
+        ok = isinstance(auth, LoginPassword) and logins.get(auth.login.decode()) == auth.password.decode()
+        return AuthResult(success=ok, handled=False)
+
+    return {"authenticator": authenticate, "auth_required": True, "auth_require_tls": False}
 
 
 def _free_port() -> int:

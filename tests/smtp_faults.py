@@ -5,8 +5,16 @@ accepted messages kept in order, ``wait_for`` on a condition variable) whose han
 be told, per recipient, to:
 
 * answer a code (``421``, ``451``, ``550``, ...) at ``RCPT`` or at the end of ``DATA``;
+* ``RCPT-DROP``: close the connection instead of answering RCPT;
+* ``DATA-DROP``: close the connection instead of answering the DATA command;
 * ``drop`` the connection in the middle of DATA: after the 354 and the first line of
-  content, the server closes the transport without a reply and keeps nothing;
+  content, the server closes the transport without a reply and keeps nothing (whether the
+  client notices before it sends the final "." depends on timing: a real server's drop
+  does too);
+* ``STORE-DROP``: take the whole message up to the final ".", keep it, then close the
+  connection without replying (the client cannot know that the message arrived);
+* ``STORE-HANG``: keep the whole message and never reply, until the client gives up
+  (its timeout) and closes the connection;
 * be ``down``: :meth:`FaultySink.down` stops listening, :meth:`FaultySink.up` listens again
   on the same port.
 
@@ -18,13 +26,14 @@ counts connections (to check that a batch reuses one session).
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from retention.smtp_sink import MailSink, _Handler
+from retention.smtp_sink import MailSink, Received, _Handler
 
 __all__ = ["Fault", "FaultySink"]
 
@@ -33,7 +42,7 @@ __all__ = ["Fault", "FaultySink"]
 class Fault:
     """What the server does to one recipient: ``reply`` a code at ``stage``, or ``drop`` in DATA."""
 
-    stage: str  # RCPT, DATA or DROP
+    stage: str  # RCPT, RCPT-DROP, DATA, DATA-DROP, DROP, STORE-DROP or STORE-HANG
     code: int = 0
     times: int | None = None  # None: every time
 
@@ -66,6 +75,10 @@ class _FaultHandler(_Handler):
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
+        if self._fault(address, "RCPT-DROP"):
+            self._note(address, "RCPT-DROP")
+            server.transport.abort()  # at once: the "250" below is never written
+            return "250 OK"
         fault = self._fault(address, "RCPT")
         if fault:
             self._note(address, f"RCPT {fault.code}")
@@ -110,6 +123,16 @@ class _FaultySMTP(SMTP):
 
     async def smtp_DATA(self, arg: str) -> None:  # noqa: N802 - aiosmtpd's command name
         rcpts = list(self.envelope.rcpt_tos) if self.envelope else []
+        refused = next((a for a in rcpts if self._faults._fault(a, "DATA-DROP")), None)
+        if refused is not None:
+            self._faults._note(refused, "DATA-DROP")
+            self.transport.close()  # no 354: the client knows that nothing was taken
+            return
+        for stage in ("STORE-DROP", "STORE-HANG"):
+            stored = next((a for a in rcpts if self._faults._fault(a, stage)), None)
+            if stored is not None:
+                await self._store_without_reply(stored, stage)
+                return
         dropped = next((a for a in rcpts if self._faults._fault(a, "DROP")), None)
         if dropped is None:
             await super().smtp_DATA(arg)
@@ -118,6 +141,17 @@ class _FaultySMTP(SMTP):
         await self._reader.readuntil(b"\r\n")  # the first line of the content has arrived
         self._faults._note(dropped, "DROP")
         self.transport.close()  # no reply, nothing kept: the client cannot know more
+
+    async def _store_without_reply(self, address: str, stage: str) -> None:
+        """Read the message to its final ".", keep it, and never answer."""
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        raw = await self._reader.readuntil(b"\r\n.\r\n")
+        content = re.sub(rb"(?m)^\.\.", b".", raw[:-3])  # undo the dot-stuffing
+        self._faults.keep(Received(self.envelope.mail_from or "", list(self.envelope.rcpt_tos), content))
+        self._faults._note(address, stage)
+        if stage == "STORE-HANG":
+            await self._reader.read()  # until the client times out and closes its end
+        self.transport.close()
 
 
 class _FaultyController(Controller):
@@ -130,21 +164,27 @@ class _FaultyController(Controller):
 
 
 class FaultySink(MailSink):
-    """A :class:`MailSink` that can be unhappy on purpose; a context manager."""
+    """A :class:`MailSink` that can be unhappy on purpose; a context manager.
 
-    def __init__(self, port: int = 0) -> None:
-        super().__init__(port)
+    ``logins`` (login -> password): the server requires AUTH, as :class:`MailSink`.
+    """
+
+    def __init__(self, port: int = 0, logins: dict[str, str] | None = None) -> None:
+        super().__init__(port, logins=logins)
         self.handler = _FaultHandler(None)
         self._sessions: Counter = Counter()
         self.controller = self._controller(self.controller.port)
         self._running = False
 
     def _controller(self, port: int) -> _FaultyController:
-        return _FaultyController(self.handler, self._sessions, hostname="127.0.0.1", port=port)
+        return _FaultyController(
+            self.handler, self._sessions, hostname="127.0.0.1", port=port, **self.smtp_kwargs
+        )
 
     def fail(self, address: str, stage: str, code: int = 0, times: int | None = None) -> None:
-        """From now on, answer ``code`` at ``stage`` (RCPT, DATA) for ``address``, or DROP in DATA."""
-        assert stage in ("RCPT", "DATA", "DROP"), stage
+        """From now on, answer ``code`` at ``stage`` (RCPT, DATA) for ``address``, or DROP in DATA,
+        or keep the message and then drop (STORE-DROP) or never answer (STORE-HANG)."""
+        assert stage in ("RCPT", "RCPT-DROP", "DATA", "DATA-DROP", "DROP", "STORE-DROP", "STORE-HANG"), stage
         with self.handler.lock:
             self.handler.faults[address.lower()] = Fault(stage, code, times)
 

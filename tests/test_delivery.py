@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import threading
 from collections.abc import Iterator
+from urllib.parse import quote
 
 import pytest
 from sqlalchemy import Engine, insert, select, update
@@ -24,14 +26,16 @@ from retention.delivery import (
     _begin_attempt,
     _claim,
     deliver,
+    in_lanes,
     outbox_status,
     plan,
     resolve_unknown,
     send_batch,
+    send_lane,
     summarise,
     sweep,
 )
-from retention.mailer import SmtpConfig, SmtpSession
+from retention.mailer import SmtpConfig, SmtpConfigError, SmtpLoginRefused, SmtpSession
 from retention.outbox import message_id
 from retention.unsubscribe import email_hash, verify
 from tests.conftest import SECRET
@@ -138,6 +142,12 @@ def statuses(engine: Engine) -> dict[int, str]:
 
 
 @pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    """For tests about SMTP, not the database: SQLite only, to keep the suite quick."""
+    return f"sqlite:///{tmp_path / 'warehouse.db'}"
+
+
+@pytest.fixture
 def sink() -> Iterator[FaultySink]:
     with FaultySink() as server:
         yield server
@@ -147,10 +157,16 @@ def sink() -> Iterator[FaultySink]:
 def run(sink: FaultySink):
     """Deliver everything due by ``until`` in this process, with the fast test policy."""
 
-    def _run(engine: Engine, until: dt.datetime = UNTIL, clock: FakeClock | None = None, **policy) -> dict:
+    def _run(
+        engine: Engine,
+        until: dt.datetime = UNTIL,
+        clock: FakeClock | None = None,
+        smtp: SmtpConfig | None = None,
+        **policy,
+    ) -> dict:
         return deliver(
             engine,
-            SmtpConfig(host="127.0.0.1", port=sink.port, timeout=5),
+            smtp or SmtpConfig(host="127.0.0.1", port=sink.port, timeout=5),
             until=until,
             sender=SENDER,
             shop_url=SHOP_URL,
@@ -174,7 +190,7 @@ def test_due_messages_go_out_once_through_one_session(warehouse_url, sink, run) 
     assert sorted(m.rcpt_tos[0] for m in received) == [address(1), address(2), address(3)]
     for cid, row in rows(engine).items():
         assert row["status"] == "sent"
-        assert row["smtp_reply"].startswith("250 ") and row["smtp_reply"].endswith("[DATA]")
+        assert row["smtp_reply"].startswith("250 ") and row["smtp_reply"].endswith("[DATA-END]")
         assert row["sent_at"] == T0  # the real (injected) clock, not the logical date
         assert (row["lease_owner"], row["lease_expires_at"], row["attempts"]) == (None, None, 1)
         assert attempts(engine, cid) == [(1, "sent", 250)]
@@ -256,18 +272,37 @@ def test_backoff_doubles_and_gives_up_after_max_attempts(warehouse_url, sink, ru
     assert outbox_status(engine) == {"failed": 1}
 
 
-def test_dropped_connection_in_data_is_retried_and_nothing_arrived(warehouse_url, sink, run) -> None:
+@pytest.mark.parametrize("fault,stage", [("DATA-DROP", "DATA"), ("RCPT-DROP", "RCPT")])
+def test_dropped_connection_before_end_of_data_is_retried_and_nothing_arrived(
+    warehouse_url, sink, run, fault, stage
+) -> None:
     engine = seed_outbox(warehouse_url, 3)
-    sink.fail(address(2), "DROP", times=1)
+    sink.fail(address(2), fault, times=1)
     counts = run(engine)
     assert (counts["sent"], counts["retry"]) == (2, 1)
-    assert (address(2), "DROP") in sink.events
+    assert (address(2), fault) in sink.events
     assert attempts(engine, 2) == [(1, "retry", None)]
-    assert "connection dropped" in rows(engine)[2]["smtp_reply"]
+    reply = rows(engine)[2]["smtp_reply"]
+    assert "connection dropped" in reply and reply.endswith(f"[{stage}]")  # the stage it really died in
     assert sorted(m.rcpt_tos[0] for m in sink.received) == [address(1), address(3)]
     run(engine, until=UNTIL + dt.timedelta(hours=1))
     assert statuses(engine) == {1: "sent", 2: "sent", 3: "sent"}
     assert set(sink.by_message_id().values()) == {1} and len(sink.received) == 3
+
+
+def test_a_drop_in_the_middle_of_the_content_is_never_sent_twice(warehouse_url, sink, run) -> None:
+    """The server hangs up after the first line of content and keeps nothing. A small message
+    is written whole before that shows; if the client sees the hang-up before its final ".",
+    it retries (the normal case), otherwise the message is in doubt: never a silent resend."""
+    engine = seed_outbox(warehouse_url, 2)
+    sink.fail(address(1), "DROP", times=1)
+    counts = run(engine)
+    assert counts["sent"] == 1 and counts["retry"] + counts["unknown"] == 1
+    assert (address(1), "DROP") in sink.events
+    run(engine, until=UNTIL + dt.timedelta(hours=1))
+    assert statuses(engine)[1] in ("sent", "unknown") and statuses(engine)[2] == "sent"
+    arrived = 1 + (statuses(engine)[1] == "sent")
+    assert set(sink.by_message_id().values()) == {1} and len(sink.received) == arrived
 
 
 @pytest.mark.parametrize("stage,code", [("RCPT", 550), ("RCPT", 551), ("DATA", 553)])
@@ -317,7 +352,7 @@ def test_server_going_down_mid_batch_stops_the_batch_cleanly(warehouse_url, sink
 
     def observe(event: str, outbox_id: int) -> None:
         if event == "sent" and outbox_id == ids[0]:
-            sink.fail(address(2), "DROP")  # the server dies during the next message ...
+            sink.fail(address(2), "DATA-DROP")  # the server dies during the next message ...
             sink.down()  # ... and stays down
 
     with pytest.raises(SmtpUnavailable):
@@ -463,12 +498,15 @@ def test_plan_splits_due_messages_into_batches_sharing_the_rate(warehouse_url) -
     engine = seed_outbox(warehouse_url, 23)
     policy = DeliveryPolicy(batch_size=5, batches=4, run_cap=100, rate_per_second=8)
     batches = plan(engine, UNTIL, policy)
-    assert [len(b["ids"]) for b in batches] == [5, 5, 5, 5]  # 4 x 5: the rest waits for the next run
-    assert sum(b["rate"] for b in batches) == 8
-    assert len({i for b in batches for i in b["ids"]}) == 20
+    # Every due message, in 5 batches (not batches x batch_size = 20): 4 run at once, each at 8/4.
+    assert [len(b["ids"]) for b in batches] == [5, 5, 5, 5, 3]
+    assert {b["rate"] for b in batches} == {2}
+    assert len({i for b in batches for i in b["ids"]}) == 23
     assert [
         len(b["ids"]) for b in plan(engine, UNTIL, DeliveryPolicy(batch_size=10, batches=4, run_cap=13))
     ] == [7, 6]
+    capped = plan(engine, UNTIL, DeliveryPolicy(batch_size=5, batches=2, run_cap=17, rate_per_second=8))
+    assert [len(b["ids"]) for b in capped] == [5, 5, 5, 2] and {b["rate"] for b in capped} == {4}
     assert plan(engine, SEND_AT - dt.timedelta(seconds=1), policy) == []
 
 
@@ -547,3 +585,219 @@ def test_smtp_session_is_reused_until_the_server_drops_it(sink) -> None:
         session.open()
         assert session.opened == 1 and session.is_open
     assert not session.is_open
+
+
+def test_lanes_bound_the_parallel_sessions_and_cover_every_batch() -> None:
+    batches = [{"ids": [n], "rate": 1.0} for n in range(7)]
+    lanes = in_lanes(batches, 3)
+    assert [[b["ids"][0] for b in lane["batches"]] for lane in lanes] == [[0, 3, 6], [1, 4], [2, 5]]
+    assert len(in_lanes(batches[:2], 4)) == 2 and in_lanes([], 4) == []
+
+
+# --- the run cap (issue 10, item 11) -----------------------------------------------------------
+
+
+def test_one_run_sends_up_to_the_run_cap_not_batches_times_batch_size(warehouse_url, sink, run) -> None:
+    engine = seed_outbox(warehouse_url, 30)
+    counts = run(engine, batch_size=4, batches=2, run_cap=25)
+    assert counts["sent"] == 25  # ceil(25 / 4) = 7 batches, not 2 x 4 = 8 messages
+    assert sink.sessions == 7  # one SMTP session per batch
+    assert list(statuses(engine).values()).count("queued") == 5
+    assert set(sink.by_message_id().values()) == {1} and len(sink.received) == 25
+
+
+def test_a_lane_sends_its_batches_in_turn(sqlite_url, sink) -> None:
+    engine = seed_outbox(sqlite_url, 9)
+    policy = DeliveryPolicy(batch_size=2, batches=2, run_cap=100, rate_per_second=0)
+    lanes = in_lanes(plan(engine, UNTIL, policy), policy.batches)
+    assert [len(lane["batches"]) for lane in lanes] == [3, 2]
+    identity = Identity.for_shop(SENDER, SHOP_URL, SECRET)
+    config = SmtpConfig(host="127.0.0.1", port=sink.port, timeout=5)
+    totals = [
+        send_lane(engine, config, lane, until=UNTIL, identity=identity, policy=policy, clock=FakeClock())
+        for lane in lanes
+    ]
+    assert [t["sent"] for t in totals] == [5, 4]
+    assert set(statuses(engine).values()) == {"sent"} and len(sink.received) == 9
+
+
+# --- SMTP authentication (issue 10, item 6) ----------------------------------------------------
+
+
+@pytest.mark.parametrize("login", ["apikey", "user@example.com", "relay-user.42"])
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_any_login_authenticates_as_given(sqlite_url, login) -> None:
+    engine = seed_outbox(sqlite_url, 2)
+    with FaultySink(logins={login: "s3cret pass"}) as server:
+        url = f"smtp://{quote(login, safe='')}:{quote('s3cret pass')}@127.0.0.1:{server.port}"
+        config = SmtpConfig.from_url(url, timeout=5)
+        assert config.login == login  # never "apikey@gmail.com"
+        counts = _deliver(engine, config)
+        assert counts["sent"] == 2
+        assert sorted(m.rcpt_tos[0] for m in server.received) == [address(1), address(2)]
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_the_loopback_server_really_requires_auth(sqlite_url) -> None:
+    engine = seed_outbox(sqlite_url, 1)
+    with FaultySink(logins={"apikey": "s3cret"}) as server:
+        counts = _deliver(engine, SmtpConfig(host="127.0.0.1", port=server.port, timeout=5))
+        assert counts["failed"] == 1 and server.received == []
+    assert rows(engine)[1]["smtp_reply"].startswith("530 ")  # "authentication required", at MAIL
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_a_wrong_password_is_a_clear_failure_and_claims_nothing(sqlite_url) -> None:
+    engine = seed_outbox(sqlite_url, 2)
+    with FaultySink(logins={"apikey": "s3cret"}) as server:
+        config = SmtpConfig.from_url(f"smtp://apikey:wrong@127.0.0.1:{server.port}", timeout=5)
+        with pytest.raises(SmtpLoginRefused) as refused:
+            _deliver(engine, config)
+        assert server.received == []
+    message = str(refused.value)
+    assert "refused login 'apikey'" in message and f"127.0.0.1:{server.port}" in message
+    assert "RETENTION_SMTP_URL" in message and "535" in message and "wrong" not in message
+    assert {cid: (r["status"], r["attempts"]) for cid, r in rows(engine).items()} == {
+        1: ("queued", 0),
+        2: ("queued", 0),
+    }
+
+
+def test_a_login_without_a_password_names_the_connection(monkeypatch) -> None:
+    with pytest.raises(SmtpConfigError, match=r"RETENTION_SMTP_URL: SMTP login 'apikey' has no password"):
+        SmtpConfig.from_environment("smtp://apikey@127.0.0.1:2525", "smtp_default", 5)
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_RELAY", '{"host": "127.0.0.1", "login": "relay-user.42"}')
+    with pytest.raises(SmtpConfigError, match=r"connection 'smtp_relay' \(AIRFLOW_CONN_SMTP_RELAY\)"):
+        SmtpConfig.from_environment(None, "smtp_relay", 5)
+    with pytest.raises(SmtpConfigError, match="'smtp_default'"):
+        SmtpConfig.from_fields("h", 25, "apikey", None, {}, source="Airflow connection 'smtp_default'")
+    assert SmtpConfig.from_environment(None, "smtp_none", 5).login is None  # no login: no AUTH
+
+
+def test_retention_send_refuses_a_login_without_password_before_claiming(
+    sqlite_url, monkeypatch, capsys
+) -> None:
+    from retention.cli import main
+
+    engine = seed_outbox(sqlite_url, 1)
+    monkeypatch.setenv("RETENTION_SMTP_URL", "smtp://apikey@127.0.0.1:2525")
+    assert main(["send", f"--url={sqlite_url}", f"--until={UNTIL.isoformat()}"]) != 0
+    err = capsys.readouterr().err
+    assert "RETENTION_SMTP_URL: SMTP login 'apikey' has no password" in err and len(err.splitlines()) == 1
+    assert (rows(engine)[1]["status"], rows(engine)[1]["attempts"]) == ("queued", 0)
+
+
+def _deliver(
+    engine: Engine, config: SmtpConfig, until: dt.datetime = UNTIL, clock: FakeClock | None = None
+) -> dict:
+    return deliver(
+        engine,
+        config,
+        until=until,
+        sender=SENDER,
+        shop_url=SHOP_URL,
+        secret=SECRET,
+        policy=FAST,
+        clock=clock or FakeClock(),
+    )
+
+
+# --- after the end of DATA: fate unknown (issue 10, item 10) -----------------------------------
+
+
+@pytest.mark.parametrize("fault", ["STORE-DROP", "STORE-HANG"])
+def test_no_reply_after_end_of_data_is_unknown_and_never_sent_twice(warehouse_url, sink, fault) -> None:
+    engine = seed_outbox(warehouse_url, 3)
+    sink.fail(address(2), fault, times=1)
+    # A short timeout: STORE-HANG keeps the message and never answers; the client must give up.
+    config = SmtpConfig(host="127.0.0.1", port=sink.port, timeout=1)
+    counts = _deliver(engine, config)
+    assert (counts["sent"], counts["unknown"], counts["retry"]) == (2, 1, 0)
+    assert (address(2), fault) in sink.events
+    row = rows(engine)[2]
+    assert row["status"] == "unknown" and row["lease_owner"]  # the owner names the sender
+    assert "connection dropped" in row["smtp_reply"] and row["smtp_reply"].endswith("[DATA-END]")
+    assert attempts(engine, 2) == [(1, "unknown", None)]
+    for later in (UNTIL + dt.timedelta(hours=1), UNTIL + dt.timedelta(days=1)):
+        assert _deliver(engine, config, until=later, clock=FakeClock(T0 + dt.timedelta(days=2)))["sent"] == 0
+    assert statuses(engine) == {1: "sent", 2: "unknown", 3: "sent"}
+    assert set(sink.by_message_id().values()) == {1} and len(sink.received) == 3  # it did arrive, once
+
+
+def test_no_reply_after_end_of_data_is_requeued_under_resend(warehouse_url, sink, run) -> None:
+    engine = seed_outbox(warehouse_url, 2)
+    sink.fail(address(1), "STORE-DROP", times=1)
+    counts = run(engine, unknown_policy="resend")
+    assert (counts["sent"], counts["resent"], counts["unknown"]) == (1, 1, 0)
+    row = rows(engine)[1]
+    assert (row["status"], row["next_attempt_at"]) == ("queued", UNTIL + dt.timedelta(seconds=300))
+    assert attempts(engine, 1) == [(1, "resent", None)]
+    assert run(engine, until=UNTIL + dt.timedelta(seconds=300), unknown_policy="resend")["sent"] == 1
+    assert statuses(engine) == {1: "sent", 2: "sent"}
+    # The price the policy names: the copy the server had kept, and the resend, same Message-ID.
+    assert sink.by_message_id()[row["message_id"]] == 2
+
+
+def test_in_doubt_to_the_last_attempt_stays_unknown_under_resend(warehouse_url, sink, run) -> None:
+    engine = seed_outbox(warehouse_url, 1)
+    sink.fail(address(1), "STORE-DROP")
+    until = UNTIL
+    for _ in range(FAST.max_attempts):
+        run(engine, until=until, unknown_policy="resend")
+        until += dt.timedelta(hours=6)
+    assert statuses(engine) == {1: "unknown"}  # never "failed": the server may well have it
+    assert [a[1] for a in attempts(engine, 1)] == ["resent", "resent", "unknown"]
+
+
+# --- a dead sender on this host is settled without waiting for its lease (item 11) ------------
+
+
+def _gone_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_sweep_settles_claims_of_gone_processes_of_this_host_at_once(warehouse_url, sink, run) -> None:
+    from retention.delivery import _owner, owner_is_dead
+
+    engine = seed_outbox(warehouse_url, 4)
+    clock = FakeClock()
+    me = _owner()
+    host, _pid, nonce, start, machine = me.split(":")
+    dead = f"{host}:{_gone_pid()}:{nonce}:{start}:{machine}"
+    reused = f"{host}:{os.getpid()}:{nonce}:{int(start) - 1}:{machine}"  # our pid, another start time
+    elsewhere = f"other-host:{_gone_pid()}:{nonce}:{start}:{machine}"
+    assert owner_is_dead(dead) and owner_is_dead(reused)
+    assert not owner_is_dead(me) and not owner_is_dead(elsewhere) and not owner_is_dead("old:1:cafe")
+    for cid, owner, began in [(1, dead, True), (2, reused, False), (3, elsewhere, True), (4, me, True)]:
+        row = _claim(engine, rows(engine)[cid]["outbox_id"], owner, UNTIL, clock(), FAST)
+        assert row is not None
+        if began:
+            _begin_attempt(engine, row, owner, clock())
+    counts = sweep(engine, FAST, clock())  # the leases are all still valid
+    assert counts == {"unknown": 1, "requeued": 1}
+    assert statuses(engine) == {1: "unknown", 2: "queued", 3: "sending", 4: "sending"}
+    assert "sender process gone during SMTP" in rows(engine)[1]["smtp_reply"]
+    assert sweep(engine, FAST, clock.advance(FAST.lease_seconds + 1)) == {"unknown": 2}
+
+
+def test_retention_send_honours_the_run_cap_past_batches_times_batch_size(
+    warehouse_url, sink, monkeypatch, capsys
+) -> None:
+    """The CLI (and so stage_deliver) plans from the settings like the DAG does."""
+    from retention.cli import main
+
+    engine = seed_outbox(warehouse_url, 7)
+    for name, value in [("BATCH_SIZE", "2"), ("BATCHES", "1"), ("RUN_CAP", "5"), ("RATE_PER_SECOND", "0")]:
+        monkeypatch.setenv(f"RETENTION_DELIVERY_{name}", value)
+    monkeypatch.setenv("RETENTION_SMTP_URL", f"smtp://127.0.0.1:{sink.port}")
+    monkeypatch.setenv("RETENTION_SENDER", SENDER)
+    assert main(["send", f"--url={warehouse_url}", f"--until={UNTIL.isoformat()}"]) == 0
+    assert '"sent": 5' in capsys.readouterr().out
+    assert sink.sessions == 3 and len(sink.received) == 5  # batches of 2, 2, 1
+    assert list(statuses(engine).values()).count("queued") == 2
