@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
 
     home = Path(tempfile.mkdtemp(prefix="retention-bench-"))
-    os.environ.setdefault("RETENTION_UNSUBSCRIBE_SECRET", "bench-secret")
+    os.environ.setdefault("RETENTION_UNSUBSCRIBE_SECRET", "bench-only-unsubscribe-secret-0123456789")
     settings = Settings(home=home, warehouse_url=args.warehouse_url)
     rows: list[dict] = []
     print(f"Benchmark: {args.customers} customers, warehouse {settings.warehouse.split('@')[-1]}")

@@ -17,6 +17,23 @@ outbox, each with a `send_at` inside the customer's own send window.
   whole shop and rebuilds every customer's facts.
 * **Fails** when more than `RETENTION_QUARANTINE_MAX_SHARE` of a table's rows in the
   night are bad (`retention quarantine` lists them), naming table, rule and counts.
+  That failure, and a missing or too short unsubscribe signing secret (checked by
+  `migrate`, before any stage runs), are final at once: no retry can mend them.
+* **Retries and timeouts:** other failures are retried twice, 5 minutes apart. Every task
+  has an `execution_timeout` (below), so a hung stage fails instead of blocking the next
+  night; its retry is safe because every stage is idempotent by night (it rewrites the
+  night's rows, and the outbox key keeps a message from being added twice).
+
+  | task | timeout | | task | timeout |
+  | --- | --- | --- | --- | --- |
+  | migrate | 15 min | | segments | 2 h |
+  | extract | 3 h | | recommendations | 2 h |
+  | quality | 15 min | | occasions | 1 h |
+  | customer_facts | 2 h | | render | 3 h |
+
+  Sized for a million customers with room to spare; a task past its timeout has hung.
+* **Alerts:** a task that fails for good mails `RETENTION_ALERT_EMAIL` through
+  `smtp_default` (DAG, task, night, try, error); unset, only a log line.
 """
 
 from __future__ import annotations
@@ -27,9 +44,21 @@ import os
 import pendulum
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
 
-from retention_airflow import ASSETS
+from retention_airflow import ASSETS, alert_on_failure
 
 TIME_ZONE = os.environ.get("RETENTION_TIME_ZONE", "Europe/Berlin")
+
+#: Each task's execution_timeout (the table in the docstring): far above a normal night.
+TIMEOUTS = {
+    "migrate": dt.timedelta(minutes=15),
+    "extract": dt.timedelta(hours=3),
+    "quality": dt.timedelta(minutes=15),
+    "customer_facts": dt.timedelta(hours=2),
+    "segments": dt.timedelta(hours=2),
+    "recommendations": dt.timedelta(hours=2),
+    "occasions": dt.timedelta(hours=1),
+    "render": dt.timedelta(hours=3),
+}
 
 
 def _night(context):
@@ -48,7 +77,13 @@ def _night(context):
     max_active_runs=1,
     doc_md=__doc__,
     tags=["retention"],
-    default_args={"owner": "data-eng", "retries": 2, "retry_delay": dt.timedelta(minutes=5)},
+    default_args={
+        "owner": "data-eng",
+        "retries": 2,
+        "retry_delay": dt.timedelta(minutes=5),
+        "execution_timeout": max(TIMEOUTS.values()),
+        "on_failure_callback": alert_on_failure,
+    },
     params={
         "night": Param(
             None,
@@ -62,14 +97,18 @@ def _night(context):
     },
 )
 def retention_nightly():
-    @task
+    @task(execution_timeout=TIMEOUTS["migrate"])
     def migrate() -> None:
         from retention.pipeline import stage_migrate
         from retention.settings import Settings
+        from retention.unsubscribe import WeakSecret
+        from retention_airflow import fail_without_retry, unsubscribe_secret
 
+        with fail_without_retry(WeakSecret):
+            unsubscribe_secret()  # render needs it: refuse a missing or weak one before any stage runs
         stage_migrate(Settings())
 
-    @task(outlets=[ASSETS["staging"], ASSETS["quarantine"]])
+    @task(outlets=[ASSETS["staging"], ASSETS["quarantine"]], execution_timeout=TIMEOUTS["extract"])
     def extract(**context) -> dict:
         from retention.pipeline import stage_extract
 
@@ -78,14 +117,16 @@ def retention_nightly():
             settings, night, context["run_id"], full_refresh=bool(context["params"]["full_refresh"])
         )
 
-    @task
+    @task(execution_timeout=TIMEOUTS["quality"])
     def quality(**context) -> dict:
-        from retention.pipeline import stage_quality
+        from retention.pipeline import QualityError, stage_quality
+        from retention_airflow import fail_without_retry
 
         settings, night = _night(context)
-        return stage_quality(settings, night, context["run_id"])
+        with fail_without_retry(QualityError):  # the same rows fail again: alert now, not in 10 minutes
+            return stage_quality(settings, night, context["run_id"])
 
-    @task(outlets=[ASSETS["customer_facts"]])
+    @task(outlets=[ASSETS["customer_facts"]], execution_timeout=TIMEOUTS["customer_facts"])
     def customer_facts(**context) -> dict:
         from retention.pipeline import stage_facts
 
@@ -94,14 +135,14 @@ def retention_nightly():
             settings, night, context["run_id"], full_rebuild=bool(context["params"]["full_refresh"])
         )
 
-    @task(outlets=[ASSETS["segments"]])
+    @task(outlets=[ASSETS["segments"]], execution_timeout=TIMEOUTS["segments"])
     def segments(**context) -> dict:
         from retention.pipeline import stage_segments
 
         settings, night = _night(context)
         return stage_segments(settings, night, context["run_id"])
 
-    @task(outlets=[ASSETS["recommendations"]])
+    @task(outlets=[ASSETS["recommendations"]], execution_timeout=TIMEOUTS["recommendations"])
     def recommendations(**context) -> dict:
         from retention.pipeline import stage_recommendations
 
@@ -109,20 +150,23 @@ def retention_nightly():
         full = bool(context["params"]["full_refresh"])
         return stage_recommendations(settings, night, context["run_id"], full_rebuild=full)
 
-    @task(outlets=[ASSETS["occasions"]])
+    @task(outlets=[ASSETS["occasions"]], execution_timeout=TIMEOUTS["occasions"])
     def occasions(**context) -> dict:
         from retention.pipeline import stage_occasions
 
         settings, night = _night(context)
         return stage_occasions(settings, night, context["run_id"])
 
-    @task(outlets=[ASSETS["outbox"]])
+    @task(outlets=[ASSETS["outbox"]], execution_timeout=TIMEOUTS["render"])
     def render(**context) -> dict:
         from retention.pipeline import stage_render
-        from retention_airflow import unsubscribe_secret
+        from retention.unsubscribe import WeakSecret
+        from retention_airflow import fail_without_retry, unsubscribe_secret
 
         settings, night = _night(context)
-        return stage_render(settings, night, context["run_id"], secret=unsubscribe_secret())
+        with fail_without_retry(WeakSecret):
+            secret = unsubscribe_secret()
+        return stage_render(settings, night, context["run_id"], secret=secret)
 
     (
         migrate()

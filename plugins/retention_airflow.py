@@ -1,4 +1,5 @@
-"""Airflow-specific glue for the retention DAGs: Assets, the night of a run, connections.
+"""Airflow-specific glue for the retention DAGs: Assets, the night of a run, connections,
+failures that no retry can mend, and the alert mail to data engineering.
 
 Airflow puts its plugins folder on ``sys.path`` in every process it starts, so the
 DAG files import this module by name. The ``retention`` package itself never
@@ -7,10 +8,14 @@ imports Airflow; everything that needs Airflow's context or connections is here.
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, BaseHook
+from airflow.sdk.exceptions import AirflowFailException
 
 # The domain is imported inside the functions: DAG files import this module while
 # parsing, and parsing must stay fast.
@@ -19,7 +24,17 @@ if TYPE_CHECKING:
     from retention.night import Night
     from retention.settings import Settings
 
-__all__ = ["ASSETS", "night_of", "smtp_config", "unsubscribe_secret", "UNSUBSCRIBE_CONN_ID"]
+__all__ = [
+    "ASSETS",
+    "UNSUBSCRIBE_CONN_ID",
+    "alert_on_failure",
+    "fail_without_retry",
+    "night_of",
+    "smtp_config",
+    "unsubscribe_secret",
+]
+
+log = logging.getLogger(__name__)
 
 #: Lineage shown in the Airflow UI: each warehouse layer the nightly run writes.
 ASSETS = {
@@ -63,18 +78,127 @@ def smtp_config(settings: Settings) -> SmtpConfig:
         conn.password,
         conn.extra_dejson,
         settings.smtp_timeout,
+        source=f"Airflow connection {settings.smtp_conn_id!r}",
     )
 
 
 def unsubscribe_secret() -> bytes:
-    """The signing secret: the environment first, else the password of ``retention_unsubscribe``."""
-    from retention.unsubscribe import ENV_SECRET
+    """The signing secret: the environment first, else the password of ``retention_unsubscribe``.
+
+    Refused (:class:`retention.unsubscribe.WeakSecret`, naming the variable or the connection)
+    when missing or shorter than ``MIN_SECRET_BYTES``.
+    """
+    from retention.unsubscribe import ENV_SECRET, WeakSecret, check_secret
 
     if os.environ.get(ENV_SECRET):
-        return os.environ[ENV_SECRET].encode()
-    conn = BaseHook.get_connection(UNSUBSCRIBE_CONN_ID)
-    if not conn.password:
-        raise RuntimeError(
-            f"Airflow connection {UNSUBSCRIBE_CONN_ID!r} has no password to sign unsubscribe links"
-        )
-    return conn.password.encode()
+        return check_secret(os.environ[ENV_SECRET].encode(), ENV_SECRET)
+    where = f"the password of Airflow connection {UNSUBSCRIBE_CONN_ID!r}"
+    try:
+        conn = BaseHook.get_connection(UNSUBSCRIBE_CONN_ID)
+    except Exception as exc:  # the SDK raises its own "not found" error; name what is missing
+        raise WeakSecret(
+            f"no unsubscribe signing secret: {ENV_SECRET} is not set and Airflow connection "
+            f"{UNSUBSCRIBE_CONN_ID!r} cannot be read ({type(exc).__name__}: {exc})"
+        ) from exc
+    return check_secret(conn.password.encode() if conn.password else None, where)
+
+
+@contextmanager
+def fail_without_retry(*errors: type[BaseException]) -> Iterator[None]:
+    """Turn ``errors`` into Airflow's non-retryable failure (``AirflowFailException``).
+
+    For failures that a retry cannot mend (the quality gate, a missing or weak signing
+    secret): retrying them only delays the alert by the retry delays. Anything else is
+    left alone and retried as usual (a dropped database connection, a timeout).
+    """
+    try:
+        yield
+    except errors as exc:
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _alert_night(context: Any) -> str:
+    """The night a failed run stands for, as text; never raises (an alert must go out)."""
+    try:
+        from retention.settings import Settings
+
+        return str(night_of(context, Settings()))
+    except Exception as exc:  # a run without a usable date still gets its alert
+        return f"unknown ({type(exc).__name__}: {exc})"
+
+
+def _alert_text(context: Any) -> tuple[str, str]:
+    """Subject and body of the alert for a failed task: DAG, task, night, try and the error."""
+    ti = context.get("ti") or context.get("task_instance")
+    dag_id = getattr(ti, "dag_id", None) or getattr(context.get("dag"), "dag_id", "?")
+    task_id = getattr(ti, "task_id", "?")
+    map_index = getattr(ti, "map_index", -1)
+    task = task_id if map_index in (None, -1) else f"{task_id}[{map_index}]"
+    try_number = getattr(ti, "try_number", "?")
+    night = _alert_night(context)
+    error = context.get("exception")
+    reason = f"{type(error).__name__}: {error}" if error is not None else "(no exception recorded)"
+    # One line: a header may not contain CR or LF, whatever the night's text holds.
+    subject = " ".join(f"[retention] {dag_id}.{task} failed, night {night}, try {try_number}".split())
+    body = "\n".join(
+        [
+            f"DAG:    {dag_id}",
+            f"Task:   {task}",
+            f"Night:  {night}",
+            f"Try:    {try_number}",
+            f"Run:    {context.get('run_id', '?')}",
+            f"Error:  {reason}",
+            "",
+            "No further retries: the task has failed for good. See the task log in Airflow;",
+            "for a quality-gate failure, `retention quarantine` lists the rows held back.",
+        ]
+    )
+    return subject, body
+
+
+def alert_on_failure(context: Any) -> None:
+    """``on_failure_callback``: mail ``RETENTION_ALERT_EMAIL`` that a task failed for good.
+
+    Sent through the same Airflow SMTP connection as the messages (``smtp_default``). With
+    no address configured it only logs. It never raises: a broken alert must not hide the
+    failure it reports (Airflow would only log it anyway).
+    """
+    subject, body = _alert_text(context)
+    try:
+        from retention.settings import Settings
+
+        settings = Settings()
+    except Exception:
+        log.exception("%s; no alert mail: the settings cannot be read", subject)
+        return
+    if not settings.alert_email:
+        log.error("%s; no alert mail: RETENTION_ALERT_EMAIL is not set\n%s", subject, body)
+        return
+    try:
+        reply = _send_alert(settings, subject, body)
+    except Exception:
+        log.exception("%s; the alert mail to %s could not be sent", subject, settings.alert_email)
+        return
+    if reply.accepted:
+        log.info("alert mailed to %s: %s", settings.alert_email, subject)
+    else:
+        log.error("%s; the SMTP server refused the alert to %s: %s", subject, settings.alert_email, reply)
+
+
+def _send_alert(settings: Settings, subject: str, body: str) -> Any:
+    """One plain-text message through ``smtp_default``; returns the server's reply."""
+    from email.message import EmailMessage
+    from email.utils import formatdate, make_msgid
+
+    from retention.mailer import MAIL_POLICY, SmtpSession
+
+    msg = EmailMessage(policy=MAIL_POLICY)
+    msg["From"] = settings.sender
+    msg["To"] = settings.alert_email
+    msg["Subject"] = subject
+    msg["Date"] = formatdate(usegmt=True)
+    msg["Message-ID"] = make_msgid(domain="retention.alert")
+    msg["X-Retention-Alert"] = "task-failed"
+    msg.set_content(body)
+    with SmtpSession(smtp_config(settings)) as session:
+        return session.send(msg)

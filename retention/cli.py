@@ -50,9 +50,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_nightly(args: argparse.Namespace) -> int:
     from retention.night import night_for_date
     from retention.pipeline import run_night
+    from retention.unsubscribe import secret_from_env
 
     settings = _settings(args)
     night = night_for_date(args.date, settings.time_zone)
+    secret_from_env()  # render signs links with it: refuse a missing or weak secret before any stage
     results = run_night(settings, night, run_id=f"cli__{night}", full_refresh=args.full_refresh)
     for stage, counts in results.items():
         print(f"{stage:10} {json.dumps(counts, default=str, sort_keys=True)}")
@@ -62,13 +64,15 @@ def cmd_nightly(args: argparse.Namespace) -> int:
 def cmd_send(args: argparse.Namespace) -> int:
     from retention.mailer import SmtpConfig
     from retention.pipeline import stage_deliver
+    from retention.unsubscribe import secret_from_env
 
     settings = _settings(args)
+    secret = secret_from_env()  # before anything is claimed or sent
     until = dt.datetime.fromisoformat(args.until) if args.until else dt.datetime.now(dt.UTC)
     if until.tzinfo is None:
         until = until.replace(tzinfo=dt.UTC)
     smtp = SmtpConfig.from_environment(settings.smtp_url, settings.smtp_conn_id, settings.smtp_timeout)
-    counts = stage_deliver(settings, smtp, until, dry_run=args.dry_run)
+    counts = stage_deliver(settings, smtp, until, dry_run=args.dry_run, secret=secret)
     print(json.dumps(counts, sort_keys=True))
     return 0
 
@@ -81,9 +85,24 @@ def cmd_report(args: argparse.Namespace) -> int:
     night = dt.date.fromisoformat(args.date) if args.date else latest_night(engine)
     if night is None:
         raise SystemExit("retention: no night has run yet; run `retention nightly --date YYYY-MM-DD` first")
+    if not _night_ran(engine, night):
+        raise SystemExit(
+            f"retention report: night {night} never ran (not in the run log); "
+            f"run `retention nightly --date {night}` first"
+        )
     report = night_report(engine, night)
     print(json.dumps(report, indent=2, sort_keys=True) if args.json else format_report(report))
     return 0
+
+
+def _night_ran(engine, night: dt.date) -> bool:
+    from sqlalchemy import func, select
+
+    from retention import schema
+
+    log = schema.run_log
+    with engine.connect() as conn:
+        return bool(conn.execute(select(func.count()).select_from(log).where(log.c.night == night)).scalar())
 
 
 def cmd_quarantine(args: argparse.Namespace) -> int:
@@ -120,12 +139,18 @@ def cmd_smtp_sink(args: argparse.Namespace) -> int:
 
 def cmd_templates(args: argparse.Namespace) -> int:
     from retention.lint import lint, preview, template_files
-    from retention.render import Renderer
+    from retention.render import Renderer, RenderLimits
 
     settings = _settings(args)
     folder = Path(args.dir) if args.dir else settings.templates_path
     if args.action == "lint":
-        problems = lint(folder, settings.default_language, settings.shop_name, settings.shop_url)
+        problems = lint(
+            folder,
+            settings.default_language,
+            settings.shop_name,
+            settings.shop_url,
+            limits=RenderLimits.from_settings(settings),
+        )
         for problem in problems:
             print(problem)
         errors = sum(problem.is_error for problem in problems)
@@ -140,8 +165,9 @@ def cmd_templates(args: argparse.Namespace) -> int:
     if args.customer is not None:
         language, context = _customer_preview_context(settings, args.customer, args.occasion, args.language)
     out = Path(args.out) if args.out else settings.home_dir / "preview"
+    limits = RenderLimits.from_settings(settings)
     subject, html_path, text_path = preview(
-        folder, args.occasion, language, out, context, settings.default_language
+        folder, args.occasion, language, out, context, settings.default_language, limits
     )
     print(f"Subject: {subject}")
     print(f"wrote {html_path} and {text_path}")
@@ -278,6 +304,32 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    """The reason of a failure in one line: SQLAlchemy's messages span lines and carry SQL."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    reason = exc.orig if isinstance(exc, SQLAlchemyError) and getattr(exc, "orig", None) else exc
+    text = " ".join(str(reason).split()) or type(reason).__name__
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+def _failure(command: str, exc: BaseException, settings_url: str | None) -> str:
+    """``retention COMMAND: error: ...``, naming the warehouse when the database is at fault."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    where = ""
+    if isinstance(exc, SQLAlchemyError) and settings_url:
+        where = f" (warehouse {_safe_url(settings_url)})"
+    return f"retention {command}: error: {type(exc).__name__}: {_one_line(exc)}{where}"
+
+
+def _warehouse_of(args: argparse.Namespace) -> str | None:
+    try:
+        return _settings(args).warehouse
+    except Exception:  # the settings themselves are what failed; the message says so
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -288,9 +340,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except SystemExit:
         raise
+    except KeyboardInterrupt:
+        print(f"retention {args.command}: interrupted", file=sys.stderr)
+        return 130
     except Exception as exc:  # one line for people; -v shows the traceback through logging
         logging.getLogger("retention").debug("failed", exc_info=True)
-        print(f"retention {args.command}: error: {exc}", file=sys.stderr)
+        print(_failure(args.command, exc, _warehouse_of(args)), file=sys.stderr)
         return 1
 
 

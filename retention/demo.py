@@ -850,8 +850,13 @@ class _Shop:
 
 
 def _per_rule(rows: int, rate: float) -> int:
-    """How many bad rows of one kind: a small share, but at least a few even for tiny shops."""
-    return max(3, round(rows * rate))
+    """How many bad rows of one kind: a small share, but at least one even for tiny shops."""
+    return max(1, round(rows * rate))
+
+
+#: Most bad customer rows a night of a tiny shop gets, as a share of the rows the quality gate
+#: judges it by (RETENTION_QUARANTINE_MIN_ROWS, 100): below the default gate of 5 %, with room.
+_TINY_SHOP_DEFECT_SHARE = 0.03
 
 
 def _append(shop: _Shop, table: str, rows: Frame, rule: str) -> None:
@@ -868,12 +873,23 @@ def _take(frame: Frame, rows: np.ndarray) -> Frame:
     return {k: v[rows].copy() for k, v in frame.items()}
 
 
-def _defect_times(rng: np.random.Generator, k: int, clock: _Clock) -> np.ndarray:
-    """Creation times of new bad rows: spread over the history, about as dense as good rows, with
-    one in a hundred (at least one) on the last local day so that a night run meets some too.
-    A denser last day would trip the quality gate, which is right for a real shop that broke."""
+def _last_day_share(times: np.ndarray, clock: _Clock) -> float:
+    """The share of good rows (by their time) that fall on the last local day."""
+    return float(np.mean(times >= clock.last_day_start)) if len(times) else 0.0
+
+
+def _defect_times(rng: np.random.Generator, k: int, clock: _Clock, last_share: float) -> np.ndarray:
+    """Creation times of new bad rows, as dense on every day as the table's good rows.
+
+    ``last_share`` is the share of the good rows on the last local day (a busy one): the
+    same share of the bad rows lands there, rounded at random (so a small shop sometimes
+    meets one, sometimes none). A fixed quota instead (it was 1 %, at least one per rule)
+    made the last night's share of bad rows several times the history's, and on a small
+    shop close to the quality gate: a real shop's nights have about the same defect rate.
+    """
     times = rng.integers(clock.window_start, clock.last_day_start, k)
-    late = max(1, k // 100) if k >= 3 else 0
+    expected = k * last_share
+    late = min(k, int(expected) + int(rng.random() < expected - int(expected)))
     times[:late] = rng.integers(clock.last_day_start, clock.cutoff - 2 * 3600, late)
     return times
 
@@ -889,7 +905,7 @@ def _bad_customers(
         first, last, first_slug, last_slug = _names(rng, place, pools)
         ids = np.arange(next_id, next_id + k, dtype=np.int64)
         next_id += k
-        created = _defect_times(rng, k, clock)
+        created = _defect_times(rng, k, clock, _last_day_share(shop.tables["customers"]["created_at"], clock))
         out[rule] = {
             "customer_id": ids,
             "email": _emails(rng, ids, first_slug, last_slug),
@@ -958,12 +974,19 @@ def _duplicate_customers(rng: np.random.Generator, shop: _Shop, pools: list[_Nam
 def _plant_customer_defects(
     rng: np.random.Generator, shop: _Shop, pools: list[_NamePool], clock: _Clock
 ) -> None:
-    k = _per_rule(len(shop.tables["customers"]["customer_id"]), 0.0012)
+    customers = len(shop.tables["customers"]["customer_id"])
+    k = _per_rule(customers, 0.0012)
     dup = _duplicate_customers(rng, shop, pools, k)
     bad = _bad_customers(rng, shop, pools, clock, k)
     _break_customers(bad)
-    _append(shop, "customers", dup, "duplicate_key")
-    for rule, rows in bad.items():
+    kinds = {"duplicate_key": dup, **bad}
+    # A tiny shop would otherwise start with one bad row of every kind, a share of bad rows no
+    # real shop has, and fail its first night's quality gate: it gets a few kinds, by the seed.
+    budget = max(1, int(_TINY_SHOP_DEFECT_SHARE * max(customers, 100))) // k
+    if budget < len(kinds):
+        chosen = set(rng.permutation(sorted(kinds))[:budget].tolist())
+        kinds = {rule: rows for rule, rows in kinds.items() if rule in chosen}
+    for rule, rows in kinds.items():
         _append(shop, "customers", rows, rule)
 
 
@@ -1000,17 +1023,25 @@ def _new_orders(
     }
 
 
+def _good_orders_last_day(shop: _Shop, clock: _Clock) -> float:
+    return _last_day_share(shop.tables["orders"]["updated_at"][: shop.good_orders], clock)
+
+
 def _unknown_customer_orders(rng: np.random.Generator, shop: _Shop, clock: _Clock, k: int) -> Frame:
     """Orders of customers that exist nowhere (ids beyond every planted customer too)."""
     beyond = int(shop.tables["customers"]["customer_id"].max()) + 1000
     customer_ids = beyond + 7 * np.arange(k, dtype=np.int64)
-    return _new_orders(rng, shop, customer_ids, _defect_times(rng, k, clock))
+    return _new_orders(
+        rng, shop, customer_ids, _defect_times(rng, k, clock, _good_orders_last_day(shop, clock))
+    )
 
 
 def _future_orders(rng: np.random.Generator, shop: _Shop, clock: _Clock, k: int) -> Frame:
     """Orders of real customers dated years after as_of, though written in the past (a typo'd year)."""
     good = shop.tables["orders"]["customer_id"][: shop.good_orders]
-    rows = _new_orders(rng, shop, rng.choice(good, k), _defect_times(rng, k, clock))
+    rows = _new_orders(
+        rng, shop, rng.choice(good, k), _defect_times(rng, k, clock, _good_orders_last_day(shop, clock))
+    )
     rows["updated_at"] = rows["ordered_at"] + rng.integers(120, 2700, k)
     rows["ordered_at"] = clock.cutoff + rng.integers(365 * _DAY, 6 * 365 * _DAY, k)
     return rows

@@ -32,7 +32,7 @@ def airflow_env(home: Path, *, warehouse_url: str, source_url: str, smtp_port: i
             "RETENTION_HOME": str(home),
             "RETENTION_WAREHOUSE_URL": warehouse_url,
             "RETENTION_SOURCE_URL": source_url,
-            "RETENTION_UNSUBSCRIBE_SECRET": "e2e-secret",
+            "RETENTION_UNSUBSCRIBE_SECRET": "e2e-unsubscribe-secret-0123456789abcdef",
             "PYTHONWARNINGS": "ignore",
             "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
         }

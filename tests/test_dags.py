@@ -1,4 +1,5 @@
 """DAG integrity: every DAG file imports cleanly, is documented, owned, tagged and retried,
+every task has a timeout and a failure alert, failures no retry can mend are final at once,
 and parsing is cheap (no domain code, no database)."""
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ PROBE = r"""
 import json, sys
 from airflow.dag_processing.dagbag import DagBag
 bag = DagBag(dag_folder=sys.argv[1])
+def callbacks(value):
+    return [] if value is None else value if isinstance(value, list) else [value]
 dags = {
     dag_id: {
         "doc_md": bool(dag.doc_md),
@@ -26,6 +29,13 @@ dags = {
         "tasks": sorted(t.task_id for t in dag.tasks),
         "params": sorted(dag.params.keys()),
         "timezone": str(dag.timezone),
+        "timeouts": {
+            t.task_id: t.execution_timeout.total_seconds() if t.execution_timeout else None for t in dag.tasks
+        },
+        "alerts": {
+            t.task_id: [f"{c.__module__}.{c.__name__}" for c in callbacks(t.on_failure_callback)]
+            for t in dag.tasks
+        },
     }
     for dag_id, dag in bag.dags.items()
 }
@@ -93,3 +103,60 @@ def test_the_domain_package_never_imports_airflow() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("dag_id", ["retention_nightly", "retention_delivery"])
+def test_every_task_has_a_timeout_and_a_failure_alert(dagbag, dag_id) -> None:
+    dag = dagbag["dags"][dag_id]
+    for task_id, seconds in dag["timeouts"].items():
+        # A hung stage must fail well before the next run of its DAG would be due.
+        limit = 24 * 3600 if dag_id == "retention_nightly" else 3600
+        assert seconds is not None and 0 < seconds < limit, (task_id, seconds)
+    assert all(calls == ["retention_airflow.alert_on_failure"] for calls in dag["alerts"].values()), dag["alerts"]
+
+
+FAIL_FAST_PROBE = r"""
+import sys
+from airflow.dag_processing.dagbag import DagBag
+from airflow.sdk.exceptions import AirflowFailException
+from retention.pipeline import stage_migrate
+from retention.settings import Settings
+
+stage_migrate(Settings())
+tasks = DagBag(dag_folder=sys.argv[1]).dags["retention_nightly"].task_dict
+context = {"params": {"night": "2026-11-21", "full_refresh": False}, "run_id": "probe"}
+try:
+    task = tasks[sys.argv[2]]
+    task.python_callable(**(context if sys.argv[2] != "migrate" else {}))
+except AirflowFailException as exc:
+    print("final:", exc)
+except Exception as exc:
+    print("retryable:", type(exc).__name__, exc)
+else:
+    print("passed")
+"""
+
+
+@pytest.mark.parametrize(
+    ("task_id", "secret", "expected"),
+    [
+        # No extract ran for the night: the quality gate fails, and no retry can change that.
+        pytest.param("quality", "s" * 32, "final: QualityError: night 2026-11-21", id="quality-gate"),
+        pytest.param(
+            "migrate", "too-short", "final: WeakSecret: RETENTION_UNSUBSCRIBE_SECRET is 9 bytes", id="weak-secret"
+        ),
+        pytest.param("migrate", "s" * 32, "passed", id="good-secret"),
+    ],
+)
+def test_failures_no_retry_can_mend_are_final_at_once(tmp_path, task_id, secret, expected) -> None:
+    env = airflow_env(tmp_path, warehouse_url=f"sqlite:///{tmp_path / 'wh.db'}", source_url="sqlite://")
+    env["RETENTION_UNSUBSCRIBE_SECRET"] = secret
+    proc = subprocess.run(
+        [sys.executable, "-c", FAIL_FAST_PROBE, str(ROOT / "dags"), task_id],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1].startswith(expected), proc.stdout[-2000:]

@@ -124,7 +124,7 @@ def test_summary_counts_rows_and_defects(generated: tuple[str, DemoSummary], sho
     assert summary.rows == {name: len(shop.rows[name]) for name in source.SOURCE_TABLES}
     assert summary.defects == dict(Counter(r["rule"] for r in shop.rows["_demo_defects"]))
     assert set(summary.defects) == set(DEFECT_RULES)
-    assert all(count >= 3 for count in summary.defects.values()), summary.defects
+    assert all(count >= 1 for count in summary.defects.values()), summary.defects
     assert summary.seconds > 0
 
 

@@ -1,4 +1,5 @@
-"""The demo shop through the nightly chain: every planted bad row ends in the quarantine with its rule."""
+"""The demo shop through the nightly chain: every planted bad row ends in the quarantine with its rule,
+and every night of the demo passes the default quality gate."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from retention import schema
 from retention.db import engine_for
 from retention.demo import DEMO_AS_OF, demo_defects, generate
 from retention.night import night_for_date
-from retention.pipeline import run_night, warehouse_engine
+from retention.pipeline import run_night, stage_extract, stage_migrate, stage_quality, warehouse_engine
+from retention.settings import Settings
 
 
 def test_every_planted_defect_is_quarantined_with_its_rule(settings) -> None:
@@ -34,3 +36,28 @@ def test_every_planted_defect_is_quarantined_with_its_rule(settings) -> None:
     assert len(others) >= len(cascaded_orders) > 0
     assert results["quality"]  # the night passed the quality gate
     assert sum(results["occasions"].get("thank_you", {}).values()) > 0
+
+
+NIGHTS = ("2026-11-18", "2026-11-19", "2026-11-20", "2026-11-21", "2026-11-22")
+
+
+def test_every_night_of_a_20k_demo_passes_the_quality_gate(tmp_path) -> None:
+    """Night 1 takes in the history; each later night one day, the last one the busy last day.
+    Every one has a realistic share of bad rows, below the default gate (5 %)."""
+    settings = Settings(home=tmp_path, time_zone="Europe/Berlin")  # SQLite only: this tests the generator
+    generate(settings.source, 20_000, 42)
+    stage_migrate(settings)
+    raw = {}
+    for date in NIGHTS:
+        night = night_for_date(date, settings.time_zone)
+        extracted = stage_extract(settings, night, f"gate-{date}")
+        quality = stage_quality(settings, night, f"gate-{date}")  # raises QualityError past the gate
+        assert sum(extracted["read"].values()) > 0, date
+        raw[date] = quality
+    # Bad rows per row read, with no small-night allowance: below the gate on every night too.
+    assert all(
+        counts["bad"] < settings.quarantine_max_share * counts["read"]
+        for by_table in raw.values()
+        for counts in by_table.values()
+        if counts["read"] >= settings.quarantine_min_rows
+    ), raw

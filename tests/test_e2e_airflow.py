@@ -1,9 +1,11 @@
 """End to end through real Airflow (`airflow dags test`) and a real SMTP server on loopback:
-two consecutive nights, then a re-run of the first; exact message counts, no duplicates."""
+two consecutive nights, then a re-run of the first; exact message counts, no duplicates; and a
+quality-gate failure that fails at once and mails an alert."""
 
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -100,3 +102,57 @@ def test_two_nights_and_a_rerun_send_each_message_exactly_once(
     assert set(outbox.status) == {"sent"}
     assert len(outbox) == len(received)
     assert set(outbox.language) == {"en", "de", "nb", "et"}
+
+
+def _task_tries(airflow_home: Path, dag_id: str) -> dict[str, tuple[str, int]]:
+    """State and try number of every task of the DAG's runs, from Airflow's own metadata."""
+    engine = create_engine(f"sqlite:///{airflow_home / 'airflow' / 'airflow.db'}")
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("select task_id, state, try_number from task_instance where dag_id = :dag"), {"dag": dag_id}
+        ).all()
+    engine.dispose()
+    return {task_id: (state, tries) for task_id, state, tries in rows}
+
+
+def test_a_quality_gate_failure_is_final_at_once_and_mails_data_engineering(tmp_path: Path, mail_sink) -> None:
+    """75 % of the order lines are bad: the run fails after ONE try of `quality` (the DAG's
+    default would retry twice, 5 minutes apart) and the alert arrives at the SMTP server."""
+    shop = tmp_path / "shop.db"
+    env = airflow_env(
+        tmp_path,
+        warehouse_url=f"sqlite:///{tmp_path / 'warehouse.db'}",
+        source_url=f"sqlite:///{shop}",
+        smtp_port=mail_sink.port,
+    )
+    env["RETENTION_ALERT_EMAIL"] = "data-eng@example.com"
+    run([sys.executable, "-m", "retention.cli", "demo-data", "--customers", "300", "--seed", "7"], env)
+    source = create_engine(f"sqlite:///{shop}")
+    with source.begin() as conn:
+        broken = conn.execute(text("update order_items set quantity = -1 where order_item_id % 4 != 0")).rowcount
+        total = conn.execute(text("select count(*) from order_items")).scalar_one()
+    source.dispose()
+    assert broken / total > 0.74
+    run([str(BIN / "airflow"), "db", "migrate"], env)
+
+    proc = subprocess.run(
+        [str(BIN / "airflow"), "dags", "test", "retention_nightly", NIGHTS[0]],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    tries = _task_tries(tmp_path, "retention_nightly")
+    assert tries["extract"] == ("success", 1)
+    assert tries["quality"] == ("failed", 1)
+    assert tries["customer_facts"][0] == "upstream_failed"
+    alerts = mail_sink.wait_for(1)
+    assert len(alerts) == 1  # only the task that failed for good; the skipped ones send nothing
+    alert = alerts[0].message
+    assert alerts[0].rcpt_tos == ["data-eng@example.com"]
+    assert alert["Subject"] == f"[retention] retention_nightly.quality failed, night {NIGHTS[0]}, try 1"
+    body = alert.get_content()
+    assert "QualityError" in body and "order_items" in body and "negative_quantity=" in body
