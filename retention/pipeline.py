@@ -26,6 +26,7 @@ from retention.occasions import detect
 from retention.outbox import fill
 from retention.runlog import stage_counts
 from retention.settings import Settings
+from retention.source import source_engine
 from retention.sqlmodels import materialize
 from retention.unsubscribe import secret_from_env
 
@@ -96,7 +97,7 @@ def stage_extract(settings: Settings, night: Night, run_id: str, full_refresh: b
         with engine.connect() as conn:
             first = stage_counts(conn, night.date, "extract", first=True) or {}
         result = extract(
-            engine_for(settings.source),
+            source_engine(settings.source),
             engine,
             night,
             run_id,
@@ -214,6 +215,8 @@ def stage_segments(settings: Settings, night: Night, run_id: str) -> dict:
         with engine.begin() as conn:
             fits = segments.fit_churn(conn, night, settings)
             counts["snapshot_rows"] = segments.build_snapshots(conn, night, settings, fits)
+            # Churn figures a fit could not give are NULL; the outcomes say for whom and why.
+            segments.snapshot_outcomes(conn, night.date, fits)
             counts["pruned_rows"] = segments.prune_snapshots(conn, night, settings.snapshot_days)
             summary = segments.segment_summary(conn, night.date)
             segments.write_report(conn, night.date, summary)
@@ -306,6 +309,7 @@ def run_night(
     settings: Settings, night: Night, run_id: str, *, full_refresh: bool = False
 ) -> dict[str, dict]:
     """The whole nightly chain for one night, up to a filled outbox."""
+    secret_from_env()  # render signs links with it: a missing or weak secret fails before any stage
     stage_migrate(settings)
     results = {}
     for name, function in NIGHT_STAGES:
