@@ -317,10 +317,12 @@ def _failure(command: str, exc: BaseException, settings_url: str | None) -> str:
     """``retention COMMAND: error: ...``, naming the warehouse when the database is at fault."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    where = ""
+    where, reason = "", _one_line(exc)
     if isinstance(exc, SQLAlchemyError) and settings_url:
         where = f" (warehouse {_safe_url(settings_url)})"
-    return f"retention {command}: error: {type(exc).__name__}: {_one_line(exc)}{where}"
+        if "no such table" in reason or ("relation" in reason and "does not exist" in reason):
+            reason += "; this warehouse has no schema yet: run `retention migrate` or a night first"
+    return f"retention {command}: error: {type(exc).__name__}: {reason}{where}"
 
 
 def _warehouse_of(args: argparse.Namespace) -> str | None:

@@ -61,6 +61,7 @@ FAILURES = {
     "migrate-folder-is-a-file": (["migrate", "--url", "UNDER_FILE"], ["retention migrate: error"]),
     "migrate-corrupt": (["migrate", "--url", "CORRUPT"], ["retention migrate: error", "not a database"]),
     "report-corrupt": (["report", "--url", "CORRUPT"], ["retention report: error", "not a database"]),
+    "report-no-schema": (["report", "--url", "EMPTY"], ["retention report: error", "retention migrate"]),
     "report-bad-date": (["report", "--date", "2026-13-01"], ["retention report: error", "month"]),
     "quarantine-unreachable-pg": (["quarantine", "--url", "PG"], ["retention quarantine: error"]),
     "nightly-corrupt": (
@@ -87,6 +88,7 @@ def test_a_failing_command_says_why_in_one_line(tmp_path: Path, args: list[str],
         "UNDER_FILE": f"sqlite:///{_a_file(tmp_path) / 'w.db'}",  # its "folder" is a file
         "CORRUPT": _corrupt(tmp_path),
         "MISSING_DIR": str(tmp_path / "no-templates-here"),
+        "EMPTY": f"sqlite:///{tmp_path / 'never-migrated.db'}",
     }
     line = _assert_one_line_failure(_cli([urls.get(a, a) for a in args], tmp_path), *words)
     assert "hidden-pw" not in line  # the password of a URL never reaches the message
