@@ -10,7 +10,13 @@ each into a :class:`Night`:
 * a data interval that is not empty (``CronDataIntervalTimetable``): the window is
   exactly that interval and D is the local date on which it ends;
 * an empty interval (``CronTriggerTimetable``, what a cron string becomes in
-  Airflow 3, and ``airflow dags test``): D is the local date of the logical date;
+  Airflow 3): D is the local date of the logical date (the schedule fires at 02:00
+  local on D, which is night D in every zone, whatever its UTC date);
+* an empty interval at exactly 00:00 UTC (``airflow dags test DAG D`` and any other
+  bare date): D is that UTC date, in every zone. Read as a moment, a bare date is the
+  evening of D-1 in a zone west of UTC; but the person who typed D meant night D.
+  A scheduled run cannot collide with this reading: 00:00 UTC is 02:00 local only in
+  a zone at UTC+2, where the local date is the UTC date anyway;
 * no logical date at all (a manual run through the API): D is the local date of
   the run's ``run_after``.
 
@@ -104,4 +110,16 @@ def night_from_run(
         raise ValueError("the run has neither a data interval, a logical date, run_after nor a 'night' param")
     if moment.tzinfo is None:
         raise ValueError(f"run time {moment!r} has no time zone; Airflow passes aware datetimes")
+    if logical_date is not None and _is_bare_date(logical_date):
+        return night_for_date(logical_date.astimezone(UTC).date(), time_zone)
     return night_for_date(moment.astimezone(zone).date(), time_zone)
+
+
+def _is_bare_date(moment: dt.datetime) -> bool:
+    """A logical date at exactly 00:00 UTC: a date typed without a time (``dags test DAG D``).
+
+    Only called once a non-empty data interval has been ruled out, so this is the
+    empty-interval (or interval-less) shape that ``dags test`` gives.
+    """
+    utc = moment.astimezone(UTC)
+    return utc.time() == dt.time(0, 0)
