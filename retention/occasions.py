@@ -53,6 +53,32 @@ def anniversary_date(first: dt.date, year: int) -> dt.date:
     return first.replace(year=year)
 
 
+def _anniversary_month_days(day: dt.date) -> list[str]:
+    """Every UTC month-day a first order can have if its local anniversary is ``day`` (at most 4).
+
+    A local date is at most one day from the UTC date, and the first order's year need not be
+    the night's: so a day either side, in a leap and in a non-leap calendar (2000 and 2001),
+    of every local month-day whose anniversary falls on ``day``.
+    """
+    local = {(day.month, day.day)}
+    if (day.month, day.day) == (2, 28) and not calendar.isleap(day.year):
+        local.add((2, 29))
+    found = set()
+    for month, dom in local:
+        for year in (2000, 2001):
+            if (month, dom) == (2, 29) and year == 2001:
+                continue
+            first = dt.date(year, month, dom)
+            found.update(_md(first + dt.timedelta(days=k)) for k in (-1, 0, 1))
+    return sorted(found)
+
+
+def _feedback_orders_window(night: Night, days: int) -> dict:
+    """UTC bounds holding every moment of local date D - ``days`` in any zone (UTC-12 to UTC+14)."""
+    start = dt.datetime.combine(night.date - dt.timedelta(days=days), dt.time())
+    return {"orders_from": start - dt.timedelta(days=1), "orders_to": start + dt.timedelta(days=2)}
+
+
 def in_holdout(customer_id: int, share: float, salt: str) -> bool:
     """Stable membership of the control group: the same customer, salt and share, the same answer."""
     digest = hashlib.sha256(f"{salt}:{customer_id}".encode()).digest()
@@ -84,12 +110,8 @@ def _params(occasion: str, night: Night, settings: Settings) -> dict:
         leap = day.month == 2 and day.day == 28 and not calendar.isleap(day.year)
         params.update(birthday_md=_md(day), birthday_md_leap="02-29" if leap else _md(day))
     elif occasion == "anniversary":
-        params.update(
-            md_before=_md(day - dt.timedelta(days=1)),
-            md_on=_md(day),
-            md_after=_md(day + dt.timedelta(days=1)),
-            md_leap="02-29",
-        )
+        month_days = _anniversary_month_days(day)
+        params.update({f"md_{i + 1}": month_days[min(i, len(month_days) - 1)] for i in range(4)})
     elif occasion in ("next_purchase", "accessory"):
         delay = (
             settings.next_purchase_delay_days
@@ -103,26 +125,47 @@ def _params(occasion: str, night: Night, settings: Settings) -> dict:
         classes = {c.strip().upper() for c in settings.offer_classes.split(",")}
         params.update({f"offer_{c.lower()}": int(c in classes) for c in "ABC"})
     elif occasion == "feedback":
-        params.update(_delayed(night, settings.feedback_delay_days))
+        params.update(_feedback_orders_window(night, settings.feedback_delay_days))
     return params
 
 
-def _keep_local_anniversaries(candidates: list[dict], zones: dict[int, str], night: Night) -> list[dict]:
+def _utc(moment: dt.datetime | str) -> dt.datetime:
+    if isinstance(moment, str):
+        moment = dt.datetime.fromisoformat(moment)
+    return moment.replace(tzinfo=dt.UTC)
+
+
+def _keep_local_anniversaries(
+    candidates: list[dict], zones: dict[int, str], night: Night, settings: Settings
+) -> list[dict]:
     """The first order's date in the customer's own zone must have its anniversary tonight."""
     kept = []
     for row in candidates:
-        first_at = row.pop("first_order_at")
-        if isinstance(first_at, str):
-            first_at = dt.datetime.fromisoformat(first_at)
-        local = first_at.replace(tzinfo=dt.UTC).astimezone(ZoneInfo(zones[row["customer_id"]])).date()
+        local = _utc(row.pop("first_order_at")).astimezone(ZoneInfo(zones[row["customer_id"]])).date()
         years = night.date.year - local.year
         if years >= 1 and anniversary_date(local, night.date.year) == night.date:
             kept.append({**row, "years": years, "first_order_date": local.isoformat()})
     return kept
 
 
-_POST_FILTERS: dict[str, Callable[[list[dict], dict[int, str], Night], list[dict]]] = {
+def _keep_local_feedback(
+    candidates: list[dict], zones: dict[int, str], night: Night, settings: Settings
+) -> list[dict]:
+    """Per customer, the latest order placed on local date D - delay in the customer's own zone."""
+    day = night.date - dt.timedelta(days=settings.feedback_delay_days)
+    latest: dict[int, dict] = {}
+    for row in candidates:
+        ordered_at = _utc(row.pop("ordered_at"))
+        if ordered_at.astimezone(ZoneInfo(zones[row["customer_id"]])).date() != day:
+            continue
+        if row["customer_id"] not in latest or row["order_id"] > latest[row["customer_id"]]["order_id"]:
+            latest[row["customer_id"]] = row
+    return [latest[customer_id] for customer_id in sorted(latest)]
+
+
+_POST_FILTERS: dict[str, Callable[[list[dict], dict[int, str], Night, Settings], list[dict]]] = {
     "anniversary": _keep_local_anniversaries,
+    "feedback": _keep_local_feedback,
 }
 
 
@@ -148,7 +191,7 @@ def _candidates(conn: Connection, night: Night, settings: Settings) -> tuple[lis
         rows = [row for row in rows if row["customer_id"] in people]
         if occasion in _POST_FILTERS:
             zones = {cid: person.time_zone for cid, person in people.items()}
-            rows = _POST_FILTERS[occasion](rows, zones, night)
+            rows = _POST_FILTERS[occasion](rows, zones, night, settings)
         log.info("occasion %s: %d candidates", occasion, len(rows))
         found.extend(rows)
     return found, people

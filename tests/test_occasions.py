@@ -177,6 +177,6 @@ def test_win_back_once_per_entry_into_dissolution(settings, shop) -> None:
 def test_feedback_is_asked_days_after_an_order(settings, shop) -> None:
     shop.customer(1)
     _order(shop, 10, 1, dt.datetime(2026, 1, 5, 10, 0))  # an earlier order: no thank_you tonight
-    _order(shop, 11, 1, dt.datetime(2026, 11, 9, 10, 0))  # 10 days before night 11-20's window
+    _order(shop, 11, 1, dt.datetime(2026, 11, 10, 10, 0))  # local date 10 days before night 11-20
     _through_occasions(settings, "2026-11-20")
     assert _occasions(settings, "2026-11-20")[(1, "feedback")] == ("selected", None)

@@ -1,9 +1,12 @@
 {#-
-  occ_anniversary (candidates): customers whose first order's UTC month-day lies within a
-  day of the night's date, placed at least a year before. The caller keeps those whose
-  first order's *local* date (the customer's time zone) has its N-th anniversary tonight,
-  with 29 February falling on 28 February in non-leap years.
-  Params: window_start, md_before, md_on, md_after, md_leap ('MM-DD').
+  occ_anniversary (candidates): customers whose first order's UTC month-day is one a first
+  order with its local anniversary tonight can have, placed at least a year before. A local
+  date is at most a day away from the UTC date, and the caller computes that day either side
+  in both a leap and a non-leap calendar (the first order's year need not be the night's), so
+  this prefilter never drops a customer. The caller keeps those whose first order's *local*
+  date (the customer's time zone) has its N-th anniversary tonight, with 29 February falling
+  on 28 February in non-leap years.
+  Params: window_start, md_1 .. md_4 ('MM-DD'; repeated when fewer are needed).
 -#}
 with final as (
     select
@@ -13,7 +16,7 @@ with final as (
         facts.first_order_at
     from customer_facts as facts
     where facts.first_order_at < {{ ts("window_start") }}
-      and {{ month_day("facts.first_order_at") }} in (:md_before, :md_on, :md_after, :md_leap)
+      and {{ month_day("facts.first_order_at") }} in (:md_1, :md_2, :md_3, :md_4)
 )
 
 select * from final
