@@ -13,8 +13,12 @@ outbox, each with a `send_at` inside the customer's own send window.
 * **Schedule:** 02:00 in the shop's time zone (`RETENTION_TIME_ZONE`). `catchup` is
   off on purpose: the extract's watermark takes in the changes of nights that did not
   run, and greetings for days long gone should not go out late.
-* **Params:** `night` (YYYY-MM-DD) re-runs a given night; `full_refresh` re-reads the
-  whole shop and rebuilds every customer's facts.
+* **Params:** `night` (YYYY-MM-DD) re-runs a given night (not one after the run's own:
+  refused at once); `full_refresh` re-reads the whole shop and rebuilds every customer's facts.
+  An older night, after later nights ran, is reproduced from its records (every stage
+  reports `reproduced` and the counts of the night's snapshot, occasions and outbox) and
+  changes nothing; if its records are missing (it never completed, or its snapshot was
+  pruned) the run fails at once, naming the night and what is missing.
 * **Fails** when more than `RETENTION_QUARANTINE_MAX_SHARE` of a table's rows in the
   night are bad (`retention quarantine` lists them), naming table, rule and counts.
   That failure, and a missing or too short unsubscribe signing secret (checked by
@@ -69,6 +73,14 @@ def _night(context):
     return settings, night_of(context, settings)
 
 
+def _final(*errors):
+    """Fail for good, without retries, on ``errors`` and on an older night that cannot be reproduced."""
+    from retention.pipeline import NightNotReproducible
+    from retention_airflow import fail_without_retry
+
+    return fail_without_retry(NightNotReproducible, *errors)
+
+
 @dag(
     dag_id="retention_nightly",
     schedule=CronTriggerTimetable("0 2 * * *", timezone=TIME_ZONE),
@@ -113,17 +125,17 @@ def retention_nightly():
         from retention.pipeline import stage_extract
 
         settings, night = _night(context)
-        return stage_extract(
-            settings, night, context["run_id"], full_refresh=bool(context["params"]["full_refresh"])
-        )
+        with _final():
+            return stage_extract(
+                settings, night, context["run_id"], full_refresh=bool(context["params"]["full_refresh"])
+            )
 
     @task(execution_timeout=TIMEOUTS["quality"])
     def quality(**context) -> dict:
         from retention.pipeline import QualityError, stage_quality
-        from retention_airflow import fail_without_retry
 
         settings, night = _night(context)
-        with fail_without_retry(QualityError):  # the same rows fail again: alert now, not in 10 minutes
+        with _final(QualityError):  # the same rows fail again: alert now, not in 10 minutes
             return stage_quality(settings, night, context["run_id"])
 
     @task(outlets=[ASSETS["customer_facts"]], execution_timeout=TIMEOUTS["customer_facts"])
@@ -131,16 +143,18 @@ def retention_nightly():
         from retention.pipeline import stage_facts
 
         settings, night = _night(context)
-        return stage_facts(
-            settings, night, context["run_id"], full_rebuild=bool(context["params"]["full_refresh"])
-        )
+        with _final():
+            return stage_facts(
+                settings, night, context["run_id"], full_rebuild=bool(context["params"]["full_refresh"])
+            )
 
     @task(outlets=[ASSETS["segments"]], execution_timeout=TIMEOUTS["segments"])
     def segments(**context) -> dict:
         from retention.pipeline import stage_segments
 
         settings, night = _night(context)
-        return stage_segments(settings, night, context["run_id"])
+        with _final():
+            return stage_segments(settings, night, context["run_id"])
 
     @task(outlets=[ASSETS["recommendations"]], execution_timeout=TIMEOUTS["recommendations"])
     def recommendations(**context) -> dict:
@@ -148,14 +162,16 @@ def retention_nightly():
 
         settings, night = _night(context)
         full = bool(context["params"]["full_refresh"])
-        return stage_recommendations(settings, night, context["run_id"], full_rebuild=full)
+        with _final():
+            return stage_recommendations(settings, night, context["run_id"], full_rebuild=full)
 
     @task(outlets=[ASSETS["occasions"]], execution_timeout=TIMEOUTS["occasions"])
     def occasions(**context) -> dict:
         from retention.pipeline import stage_occasions
 
         settings, night = _night(context)
-        return stage_occasions(settings, night, context["run_id"])
+        with _final():
+            return stage_occasions(settings, night, context["run_id"])
 
     @task(outlets=[ASSETS["outbox"]], execution_timeout=TIMEOUTS["render"])
     def render(**context) -> dict:
@@ -166,7 +182,8 @@ def retention_nightly():
         settings, night = _night(context)
         with fail_without_retry(WeakSecret):
             secret = unsubscribe_secret()
-        return stage_render(settings, night, context["run_id"], secret=secret)
+        with _final():
+            return stage_render(settings, night, context["run_id"], secret=secret)
 
     (
         migrate()

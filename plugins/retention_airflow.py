@@ -51,19 +51,24 @@ UNSUBSCRIBE_CONN_ID = "retention_unsubscribe"
 
 
 def night_of(context: Any, settings: Settings) -> Night:
-    """The night a DAG run stands for (see ``retention.night`` for the rules)."""
-    from retention.night import night_from_run
+    """The night a DAG run stands for (see ``retention.night`` for the rules).
+
+    A ``night`` param after the run's own night fails the task at once, without retries
+    (a retry cannot make the future arrive sooner).
+    """
+    from retention.night import FutureNight, night_from_run
 
     params = context.get("params") or {}
     dag_run = context.get("dag_run")
-    return night_from_run(
-        settings.time_zone,
-        data_interval_start=context.get("data_interval_start"),
-        data_interval_end=context.get("data_interval_end"),
-        logical_date=context.get("logical_date"),
-        run_after=getattr(dag_run, "run_after", None),
-        night_param=params.get("night"),
-    )
+    with fail_without_retry(FutureNight):
+        return night_from_run(
+            settings.time_zone,
+            data_interval_start=context.get("data_interval_start"),
+            data_interval_end=context.get("data_interval_end"),
+            logical_date=context.get("logical_date"),
+            run_after=getattr(dag_run, "run_after", None),
+            night_param=params.get("night"),
+        )
 
 
 def smtp_config(settings: Settings) -> SmtpConfig:

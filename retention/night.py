@@ -21,7 +21,9 @@ each into a :class:`Night`:
   the run's ``run_after``.
 
 A ``night`` run parameter (``YYYY-MM-DD``) overrides all three, for re-running a
-given night by hand. Nothing here reads the wall clock.
+given night by hand; a night after the run's own night is refused (:class:`FutureNight`):
+its window would reach past the run's time and take in rows from the future. Nothing
+here reads the wall clock.
 """
 
 from __future__ import annotations
@@ -30,9 +32,13 @@ import datetime as dt
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-__all__ = ["Night", "night_for_date", "night_from_run"]
+__all__ = ["FutureNight", "Night", "night_for_date", "night_from_run"]
 
 UTC = dt.UTC
+
+
+class FutureNight(ValueError):
+    """A ``night`` param later than the run's own night: refused, it would extract the future."""
 
 
 @dataclass(frozen=True)
@@ -96,8 +102,28 @@ def night_from_run(
     night_param: str | None = None,
 ) -> Night:
     """The night a DAG run stands for, from the run's own times (see the module docs)."""
-    if night_param:
-        return night_for_date(parse_date(str(night_param)), time_zone)
+    times = (data_interval_start, data_interval_end, logical_date, run_after)
+    if not night_param:
+        return _night_of_times(time_zone, *times)
+    night = night_for_date(parse_date(str(night_param)), time_zone)
+    if any(times):
+        own = _night_of_times(time_zone, *times)
+        if night.date > own.date:
+            raise FutureNight(
+                f"night {night} (the 'night' param) is after this run's own night {own}: its window "
+                f"would take in rows from the future; a run may re-run its own night or an earlier one"
+            )
+    return night
+
+
+def _night_of_times(
+    time_zone: str,
+    data_interval_start: dt.datetime | None,
+    data_interval_end: dt.datetime | None,
+    logical_date: dt.datetime | None,
+    run_after: dt.datetime | None,
+) -> Night:
+    """The night of a run from its own times alone (no ``night`` param)."""
     zone = ZoneInfo(time_zone)
     if data_interval_start and data_interval_end and data_interval_end > data_interval_start:
         start = data_interval_start.astimezone(UTC)

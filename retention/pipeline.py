@@ -31,6 +31,7 @@ from retention.sqlmodels import materialize
 from retention.unsubscribe import secret_from_env
 
 __all__ = [
+    "NightNotReproducible",
     "QualityError",
     "stage_migrate",
     "stage_extract",
@@ -94,6 +95,8 @@ def stage_extract(settings: Settings, night: Night, run_id: str, full_refresh: b
     """Take in the night's changes; a re-run reads at least the window the night's first run read."""
     with _stage(settings, night, run_id, "extract") as counts:
         engine = warehouse_engine(settings.warehouse)
+        if _reproduce_if_superseded(engine, night, "extract", counts):
+            return counts  # later nights' watermarks and staging rows stay as they are
         with engine.connect() as conn:
             first = stage_counts(conn, night.date, "extract", first=True) or {}
         result = extract(
@@ -112,6 +115,8 @@ def stage_extract(settings: Settings, night: Night, run_id: str, full_refresh: b
 def stage_quality(settings: Settings, night: Night, run_id: str) -> dict:
     """Fail when a table's share of bad rows passes the threshold; otherwise report the shares."""
     with _stage(settings, night, run_id, "quality") as counts:
+        if _reproduce_if_superseded(warehouse_engine(settings.warehouse), night, "quality", counts):
+            return counts
         with warehouse_engine(settings.warehouse).connect() as conn:
             extracted = stage_counts(conn, night.date, "extract")
         if not extracted:
@@ -158,6 +163,8 @@ def stage_facts(settings: Settings, night: Night, run_id: str, full_rebuild: boo
     with _stage(settings, night, run_id, "facts") as counts:
         facts = schema.customer_facts
         engine = warehouse_engine(settings.warehouse)
+        if _reproduce_if_superseded(engine, night, "facts", counts):
+            return counts  # the current facts are a later night's: an old window must not touch them
         params = {
             "night": night.date,
             "year_start": night.window_end_naive - TRAILING_YEAR,
@@ -177,31 +184,74 @@ def stage_facts(settings: Settings, night: Night, run_id: str, full_rebuild: boo
     return counts
 
 
-def _later_night(engine: Engine, night: Night, stage: str) -> dt.date | None:
-    """The latest night after this one that already completed ``stage``, if any."""
+class NightNotReproducible(RuntimeError):
+    """A re-run of an older night whose records cannot be reproduced: names the night and what is missing."""
+
+
+def _later_night(engine: Engine, night: Night) -> dt.date | None:
+    """The latest night after this one whose extract completed: from then on, facts are that night's."""
     log_ = schema.run_log
     with engine.connect() as conn:
         return conn.execute(
             select(func.max(log_.c.night)).where(
-                log_.c.stage == stage, log_.c.status == "ok", log_.c.night > night.date
+                log_.c.stage == "extract", log_.c.status == "ok", log_.c.night > night.date
             )
         ).scalar()
 
 
-def _skip_if_superseded(engine: Engine, night: Night, stage: str, counts: dict) -> bool:
-    """Re-running an old night after later ones leaves its derived state as it was.
+def _night_records(conn, night: Night) -> dict:
+    """What night ``night`` recorded: snapshot rows, occasions and outbox rows by status."""
+    snap, occ, box = schema.segment_snapshots, schema.occasions, schema.outbox
+    by_status = {}
+    for name, table in (("occasions", occ), ("outbox", box)):
+        rows = conn.execute(
+            select(table.c.status, func.count()).where(table.c.night == night.date).group_by(table.c.status)
+        )
+        by_status[name] = {status: n for status, n in sorted(rows)}
+    snapshot = conn.execute(select(func.count()).select_from(snap).where(snap.c.night == night.date)).scalar()
+    return {"snapshot_rows": snapshot, **by_status}
 
-    Facts are the current state of each customer; recomputing an old night's snapshot
-    or occasions from them would rewrite history with later knowledge. So a re-run of
-    a superseded night changes nothing here (and the outbox key makes sure it sends
-    nothing twice).
+
+def _reproduce_if_superseded(engine: Engine, night: Night, stage: str, counts: dict) -> bool:
+    """Re-running a night after later nights ran reproduces it from its records, or fails.
+
+    Facts are the current state of each customer: recomputing an old night from them
+    (or recomputing them with the old night's trailing year) would rewrite history with
+    later knowledge, or the present with an old view. So a re-run of a superseded night
+    changes nothing: each stage checks that the night's first run completed it and that
+    the night's snapshot is still there, and reports the counts of what the night
+    recorded. When they are missing the night cannot be reproduced, and the stage fails
+    (:class:`NightNotReproducible`) instead of succeeding doing nothing.
     """
-    later = _later_night(engine, night, stage)
+    later = _later_night(engine, night)
     if later is None:
         return False
-    counts["skipped"] = f"night {later} has already run; {stage} of {night} stay as they were"
-    log.warning("%s: %s", stage, counts["skipped"])
+    with engine.connect() as conn:
+        recorded = {name: stage_counts(conn, night.date, name, first=True) for name, _ in NIGHT_STAGES}
+        records = _night_records(conn, night)
+    _check_reproducible(night, later, recorded, records)
+    counts.update(recorded[stage] or {})
+    counts["reproduced"] = f"night {night}'s rows kept as recorded (a later night {later} has run)"
+    counts["records"] = records
+    log.info("%s: %s: %s", stage, counts["reproduced"], records)
     return True
+
+
+def _check_reproducible(night: Night, later: dt.date, recorded: dict, records: dict) -> None:
+    """Every stage of the night completed once, and its snapshot is still kept; else fail saying which."""
+    cannot = f"night {night} cannot be reproduced (a later night {later} has run)"
+    missing = [name for name, counts in recorded.items() if counts is None]
+    if missing:
+        raise NightNotReproducible(
+            f"{cannot}: its stages {', '.join(missing)} never completed, so there is no record of the "
+            "night to keep, and running them now would rewrite the current facts with that night's view"
+        )
+    kept = recorded["segments"].get("snapshot_rows")
+    if kept and not records["snapshot_rows"]:
+        raise NightNotReproducible(
+            f"{cannot}: its segment snapshot ({kept} rows) has been pruned "
+            "(daily snapshots are kept RETENTION_SNAPSHOT_DAYS nights, those of the 1st of a month for good)"
+        )
 
 
 def stage_segments(settings: Settings, night: Night, run_id: str) -> dict:
@@ -210,7 +260,7 @@ def stage_segments(settings: Settings, night: Night, run_id: str) -> dict:
 
     with _stage(settings, night, run_id, "segments") as counts:
         engine = warehouse_engine(settings.warehouse)
-        if _skip_if_superseded(engine, night, "segments", counts):
+        if _reproduce_if_superseded(engine, night, "segments", counts):
             return counts
         with engine.begin() as conn:
             fits = segments.fit_churn(conn, night, settings)
@@ -236,6 +286,8 @@ def stage_recommendations(settings: Settings, night: Night, run_id: str, full_re
     # everyone is recomputed against the current rules.
     full_rebuild = full_rebuild or night.date.weekday() == settings.recommendations_full_weekday
     with _stage(settings, night, run_id, "recommendations") as counts:
+        if _reproduce_if_superseded(warehouse_engine(settings.warehouse), night, "recommendations", counts):
+            return counts
         with warehouse_engine(settings.warehouse).begin() as conn:
             counts.update(
                 build_recommendations(
@@ -253,7 +305,7 @@ def stage_recommendations(settings: Settings, night: Night, run_id: str, full_re
 
 def stage_occasions(settings: Settings, night: Night, run_id: str) -> dict:
     with _stage(settings, night, run_id, "occasions") as counts:
-        if _skip_if_superseded(warehouse_engine(settings.warehouse), night, "occasions", counts):
+        if _reproduce_if_superseded(warehouse_engine(settings.warehouse), night, "occasions", counts):
             return counts
         counts.update(detect(warehouse_engine(settings.warehouse), night, settings))
     return counts
@@ -261,6 +313,8 @@ def stage_occasions(settings: Settings, night: Night, run_id: str) -> dict:
 
 def stage_render(settings: Settings, night: Night, run_id: str, secret: bytes | None = None) -> dict:
     with _stage(settings, night, run_id, "render") as counts:
+        if _reproduce_if_superseded(warehouse_engine(settings.warehouse), night, "render", counts):
+            return counts  # the outbox key would keep messages from doubling; this keeps them as recorded
         counts.update(
             fill(warehouse_engine(settings.warehouse), night, settings, secret or secret_from_env())
         )

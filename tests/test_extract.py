@@ -116,7 +116,11 @@ def test_an_older_copy_never_overwrites_a_newer_row(settings, shop) -> None:
     stage_extract(settings, night_for_date("2026-11-21", settings.time_zone), "t1")
     with shop.engine.begin() as conn:
         conn.execute(schema_source_update(1, "Stale", DAY1))
-    stage_extract(settings, night_for_date("2026-11-20", settings.time_zone), "t2")
+    from retention.extract import extract
+    from retention.source import source_engine
+
+    night = night_for_date("2026-11-20", settings.time_zone)  # the stage refuses it: never ran, superseded
+    extract(source_engine(settings.source), warehouse_engine(settings.warehouse), night, "t2", settings)
     with warehouse_engine(settings.warehouse).connect() as conn:
         assert conn.execute(select(schema.stg_customers.c.first_name)).scalar() == "Current"
 
