@@ -15,7 +15,9 @@ in this order, and every candidate is recorded in ``occasions`` with its status:
 The occasion date is the night's date D in every customer's own calendar: messages go
 out on local date D, inside the local send window. Where an occasion hangs on a moment
 (the first order of an anniversary), that moment is converted to the customer's time
-zone first. A re-run of a night replaces that night's rows and nothing else.
+zone first. A thank-you follows the night an order *arrived* (was extracted), not the
+night it was placed, and is decided once per order (``RETENTION_THANK_YOU_MAX_AGE_DAYS``
+bounds how late). A re-run of a night replaces that night's rows and nothing else.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, Engine, select
 
 from retention import schema
-from retention.night import Night
+from retention.night import Night, night_for_date
+from retention.runlog import stage_counts
 from retention.settings import OCCASIONS, Settings
 from retention.sqlmodels import select_model
 from retention.unsubscribe import email_hash
@@ -106,6 +109,8 @@ def _params(occasion: str, night: Night, settings: Settings) -> dict:
     params = _window(night)
     if occasion == "thank_you":
         params["thank_every_order_for_a"] = int(settings.thank_every_order_for_a)
+        oldest = night_for_date(day - dt.timedelta(days=settings.thank_you_max_age_days), night.time_zone)
+        params["thank_from"] = oldest.window_start_naive
     elif occasion == "birthday":
         leap = day.month == 2 and day.day == 28 and not calendar.isleap(day.year)
         params.update(birthday_md=_md(day), birthday_md_leap="02-29" if leap else _md(day))
@@ -163,6 +168,68 @@ def _keep_local_feedback(
     return [latest[customer_id] for customer_id in sorted(latest)]
 
 
+def _arrived_from(conn: Connection, night: Night) -> dt.datetime:
+    """Where the night's (first) extract of orders began: rows updated since then arrived tonight.
+
+    The first run's bound, so that a re-run of the night sees the same arrivals. Without one
+    (a full refresh, the very first night, or no extract recorded), the night's own window.
+    """
+    counts = stage_counts(conn, night.date, "extract", first=True) or {}
+    lower = (counts.get("lower_bounds") or {}).get("orders")
+    if lower is None:
+        return night.window_start_naive
+    return min(dt.datetime.fromisoformat(lower), night.window_start_naive)
+
+
+def _thanked_orders(conn: Connection, night: Night, ids: set[int]) -> set[tuple[int, int]]:
+    """(customer, order) pairs a thank_you was decided for on an earlier night, in any status."""
+    occ = schema.occasions
+    found = set()
+    ordered = sorted(ids)
+    for start in range(0, len(ordered), 5000):
+        rows = conn.execute(
+            select(occ.c.customer_id, occ.c.details).where(
+                occ.c.occasion == "thank_you",
+                occ.c.night < night.date,
+                occ.c.customer_id.in_(ordered[start : start + 5000]),
+            )
+        )
+        found.update((row.customer_id, json.loads(row.details).get("order_id")) for row in rows)
+    return found
+
+
+def _nights_late(ordered_at: dt.datetime | str, night: Night) -> int:
+    """How many nights after its own night (the one whose window holds ordered_at) this one is."""
+    own_night = _utc(ordered_at).astimezone(night.zone).date() + dt.timedelta(days=1)
+    return (night.date - own_night).days
+
+
+def _keep_thanks(conn: Connection, candidates: list[dict], night: Night, settings: Settings) -> list[dict]:
+    """One thank_you per customer for an order that arrived tonight and was never decided before.
+
+    A first order within the age limit wins, then the latest other order of an A customer;
+    a first order more than ``thank_you_max_age_days`` nights late is kept as a skip with
+    its reason, so that it is recorded, never silently dropped.
+    """
+    decided = _thanked_orders(conn, night, {row["customer_id"] for row in candidates})
+    by_customer: dict[int, list[dict]] = defaultdict(list)
+    for row in candidates:
+        if (row["customer_id"], row["order_id"]) not in decided:
+            by_customer[row["customer_id"]].append(row)
+    limit = settings.thank_you_max_age_days
+    kept = []
+    for customer_id in sorted(by_customer):
+        rows = sorted(by_customer[customer_id], key=lambda r: (-r["first_order"], -r["order_id"]))
+        first = rows[0] if rows[0]["first_order"] else None
+        late = _nights_late(first["ordered_at"], night) if first else 0
+        others = [row for row in rows if not row["first_order"]]
+        if first and late > limit and not others:
+            first = {**first, "skip_reason": f"order arrived {late} days after it was placed; limit {limit}"}
+        chosen = first if first and (late <= limit or not others) else others[0]
+        kept.append({key: value for key, value in chosen.items() if key != "ordered_at"})
+    return kept
+
+
 _POST_FILTERS: dict[str, Callable[[list[dict], dict[int, str], Night, Settings], list[dict]]] = {
     "anniversary": _keep_local_anniversaries,
     "feedback": _keep_local_feedback,
@@ -184,11 +251,16 @@ def _candidates(conn: Connection, night: Night, settings: Settings) -> tuple[lis
             raise ValueError(
                 f"RETENTION_OCCASION_PRIORITY names unknown occasion {occasion!r}; known: {', '.join(OCCASIONS)}"
             )
-        by_occasion[occasion] = select_model(conn, _model(occasion), _params(occasion, night, settings))
+        params = _params(occasion, night, settings)
+        if occasion == "thank_you":
+            params["arrived_from"] = _arrived_from(conn, night)
+        by_occasion[occasion] = select_model(conn, _model(occasion), params)
     people = _people(conn, {row["customer_id"] for rows in by_occasion.values() for row in rows})
     found = []
     for occasion, rows in by_occasion.items():
         rows = [row for row in rows if row["customer_id"] in people]
+        if occasion == "thank_you":
+            rows = _keep_thanks(conn, rows, night, settings)
         if occasion in _POST_FILTERS:
             zones = {cid: person.time_zone for cid, person in people.items()}
             rows = _POST_FILTERS[occasion](rows, zones, night, settings)
@@ -284,6 +356,8 @@ def _status(
     candidate: dict, person, suppressed: set[str], recent: dict[int, int], winner_of: dict, settings: Settings
 ) -> tuple[str, str | None]:
     customer_id = candidate["customer_id"]
+    if candidate.get("skip_reason"):
+        return "skipped", candidate["skip_reason"]
     if not person.marketing_consent:
         return "skipped", "no marketing consent"
     if email_hash(person.email) in suppressed:
@@ -298,7 +372,11 @@ def _status(
 
 
 def _occasion_row(candidate: dict, person, night: Night, status: str, reason: str | None) -> dict:
-    details = {k: v for k, v in candidate.items() if k not in ("customer_id", "occasion", "occasion_date")}
+    details = {
+        k: v
+        for k, v in candidate.items()
+        if k not in ("customer_id", "occasion", "occasion_date", "skip_reason")
+    }
     return {
         "customer_id": candidate["customer_id"],
         "occasion": candidate["occasion"],

@@ -128,6 +128,12 @@ class Settings(BaseSettings):
     thank_every_order_for_a: bool = Field(
         True, description="Thank A customers after every order, not only the first."
     )
+    thank_you_max_age_days: int = Field(
+        3,
+        ge=0,
+        description="A first order that reaches the warehouse more than this many nights late is not thanked "
+        "(recorded as skipped, with the reason).",
+    )
     weekly_cap: int = Field(2, ge=1, description="At most this many messages per customer in any 7 nights.")
     next_purchase_delay_days: int = Field(
         14, ge=0, description="Days after an order before suggesting the next product."

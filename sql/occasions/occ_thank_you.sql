@@ -1,40 +1,48 @@
 {#-
-  occ_thank_you: customers whose first (not cancelled) order was placed in the night's
-  window; A customers (tonight's snapshot) also after every later order when
-  `thank_every_order_for_a` is set. One row per customer; order_id is the order to thank for.
-  Params: night, window_start, window_end, thank_every_order_for_a (0/1).
+  occ_thank_you (candidates): orders that ARRIVED since the last night (their row was
+  extracted tonight: updated_at in [arrived_from, window_end), arrived_from being the lower
+  bound tonight's extract read orders from), whenever they were placed, so that an order
+  placed at 23:50 whose row reaches the shop database at 00:20 is not lost between two
+  windows. Two kinds of row, with the order's ordered_at:
+  - first_order = 1: the customer's first (not cancelled) order arrived tonight, however
+    late (the caller skips, with the reason, one more than thank_you_max_age_days late);
+  - first_order = 0: A customers (tonight's snapshot) when `thank_every_order_for_a` is set,
+    any other order arrived tonight and placed since `thank_from` (the age limit).
+  The caller drops orders a thank_you was already decided for on an earlier night (an
+  update of an old order arrives again) and keeps one row per customer.
+  Params: night, window_end, arrived_from, thank_from, thank_every_order_for_a (0/1).
 -#}
-with window_orders as (
-    select customer_id, max(order_id) as order_id
+with arrived as (
+    select customer_id, order_id, ordered_at
     from stg_orders
     where status = 'placed'
-      and ordered_at >= {{ ts("window_start") }}
+      and updated_at >= {{ ts("arrived_from") }}
+      and updated_at < {{ ts("window_end") }}
       and ordered_at < {{ ts("window_end") }}
-    group by customer_id
 ),
 
 first_timers as (
-    select customer_id, first_order_id as order_id
-    from customer_facts
-    where first_order_at >= {{ ts("window_start") }}
-      and first_order_at < {{ ts("window_end") }}
+    select arrived.customer_id, arrived.order_id, arrived.ordered_at
+    from arrived
+    inner join customer_facts as facts on facts.first_order_id = arrived.order_id
 ),
 
 a_customers as (
-    select window_orders.customer_id, window_orders.order_id
-    from window_orders
+    select arrived.customer_id, arrived.order_id, arrived.ordered_at
+    from arrived
     inner join segment_snapshots as snap
-        on snap.customer_id = window_orders.customer_id
+        on snap.customer_id = arrived.customer_id
         and snap.night = {{ as_date("night") }}
         and snap.abc_class = 'A'
     where :thank_every_order_for_a = 1
-      and window_orders.customer_id not in (select customer_id from first_timers)
+      and arrived.ordered_at >= {{ ts("thank_from") }}
+      and arrived.order_id not in (select order_id from first_timers)
 ),
 
 final as (
-    select customer_id, 'thank_you' as occasion, order_id, 1 as first_order from first_timers
+    select customer_id, 'thank_you' as occasion, order_id, 1 as first_order, ordered_at from first_timers
     union all
-    select customer_id, 'thank_you' as occasion, order_id, 0 as first_order from a_customers
+    select customer_id, 'thank_you' as occasion, order_id, 0 as first_order, ordered_at from a_customers
 )
 
 select * from final

@@ -1,0 +1,150 @@
+"""Issue #11 item 5: a thank-you follows the night an order ARRIVED, not the night it was placed.
+
+The shop is in Europe/Berlin (UTC+1 in November). Night D reads the rows updated in
+[D-1 00:00, D 00:00) local; an order placed at 23:50 on D-1 whose row reaches the shop
+database at 00:20 on D is read by night D+1, and must be thanked then. Every timestamp
+below is naive UTC, the way the shop stores them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+from sqlalchemy import select, update
+
+from retention import schema, source
+from retention.night import night_for_date
+from retention.pipeline import (
+    stage_extract,
+    stage_facts,
+    stage_migrate,
+    stage_occasions,
+    stage_segments,
+    warehouse_engine,
+)
+from tests.shop import Shop
+
+BERLIN = dt.timedelta(hours=1)  # Berlin is UTC+1 in November
+
+
+def _local(*args: int) -> dt.datetime:
+    """A Berlin wall-clock time in November as the naive UTC moment the shop stores."""
+    return dt.datetime(*args) - BERLIN
+
+
+@pytest.fixture
+def settings(settings):
+    # No holdout: expectations stay exact. The age limit is the default, 3 nights.
+    return settings.with_overrides(holdout_share=0.0)
+
+
+@pytest.fixture
+def shop(settings) -> Shop:
+    shop = Shop(settings.source)
+    shop.product(1)
+    return shop
+
+
+def _night(settings, night: str) -> None:
+    n = night_for_date(night, settings.time_zone)
+    stage_migrate(settings)
+    for stage in (stage_extract, stage_facts, stage_segments, stage_occasions):
+        stage(settings, n, "t")
+
+
+def _order(shop: Shop, order_id: int, customer_id: int, placed: dt.datetime, arrived: dt.datetime) -> None:
+    """An order placed at ``placed`` whose rows reach the shop database at ``arrived``."""
+    shop.order(order_id, customer_id, placed, updated_at=arrived)
+    shop.item(order_id, order_id, 1, updated_at=arrived)
+
+
+def _touch(shop: Shop, order_id: int, at: dt.datetime) -> None:
+    """The order's row is updated later (its status is saved again): it is extracted again."""
+    with shop.engine.begin() as conn:
+        conn.execute(update(source.orders).where(source.orders.c.order_id == order_id).values(updated_at=at))
+
+
+def _thanks(settings, night: str) -> dict[int, tuple[str, str | None, int]]:
+    """customer -> (status, reason, order id) of the night's thank_you occasions."""
+    occ = schema.occasions
+    with warehouse_engine(settings.warehouse).connect() as conn:
+        rows = conn.execute(
+            select(occ.c.customer_id, occ.c.status, occ.c.reason, occ.c.details).where(
+                occ.c.night == dt.date.fromisoformat(night), occ.c.occasion == "thank_you"
+            )
+        )
+        return {r.customer_id: (r.status, r.reason, json.loads(r.details)["order_id"]) for r in rows}
+
+
+def _all_occasions(settings) -> list[tuple]:
+    occ = schema.occasions
+    with warehouse_engine(settings.warehouse).connect() as conn:
+        rows = conn.execute(
+            select(
+                occ.c.night, occ.c.customer_id, occ.c.occasion, occ.c.status, occ.c.reason, occ.c.details
+            ).order_by(occ.c.night, occ.c.customer_id, occ.c.occasion)
+        )
+        return [tuple(row) for row in rows]
+
+
+def test_order_placed_before_midnight_arriving_after_is_thanked_the_next_night(settings, shop) -> None:
+    shop.customer(1)
+    _order(shop, 10, 1, placed=_local(2026, 11, 19, 23, 50), arrived=_local(2026, 11, 20, 0, 20))
+    _night(settings, "2026-11-20")
+    assert _thanks(settings, "2026-11-20") == {}  # the row is not in the shop database yet
+    _night(settings, "2026-11-21")
+    assert _thanks(settings, "2026-11-21") == {1: ("selected", None, 10)}
+
+
+def test_late_orders_are_thanked_up_to_the_limit_and_recorded_as_skipped_beyond(settings, shop) -> None:
+    arrived = _local(2026, 11, 20, 12, 0)  # read by night 2026-11-21
+    for customer_id, placed_day in ((2, 10), (4, 17), (5, 16)):
+        shop.customer(customer_id)
+        _order(shop, customer_id * 10, customer_id, _local(2026, 11, placed_day, 12, 0), arrived)
+    _night(settings, "2026-11-20")
+    _night(settings, "2026-11-21")
+    assert _thanks(settings, "2026-11-21") == {
+        2: ("skipped", "order arrived 10 days after it was placed; limit 3", 20),
+        4: ("selected", None, 40),  # placed on the 17th, its own night the 18th: 3 nights late
+        5: ("skipped", "order arrived 4 days after it was placed; limit 3", 50),
+    }
+
+
+def test_the_age_limit_is_a_setting(settings, shop) -> None:
+    settings = settings.with_overrides(thank_you_max_age_days=10)
+    shop.customer(2)
+    _order(shop, 20, 2, _local(2026, 11, 10, 12, 0), _local(2026, 11, 20, 12, 0))
+    _night(settings, "2026-11-21")
+    assert _thanks(settings, "2026-11-21") == {2: ("selected", None, 20)}
+
+
+def test_an_order_is_decided_once_even_when_its_row_is_updated_later(settings, shop) -> None:
+    shop.customer(1)
+    shop.customer(2)
+    _order(shop, 10, 1, placed=_local(2026, 11, 19, 23, 50), arrived=_local(2026, 11, 20, 0, 20))
+    _order(shop, 20, 2, _local(2026, 11, 10, 12, 0), _local(2026, 11, 20, 12, 0))
+    _night(settings, "2026-11-20")
+    _night(settings, "2026-11-21")
+    assert set(_thanks(settings, "2026-11-21")) == {1, 2}
+    # Both rows change again the next day: within the age limit for order 10, beyond for 20.
+    _touch(shop, 10, _local(2026, 11, 21, 9, 0))
+    _touch(shop, 20, _local(2026, 11, 21, 9, 0))
+    _night(settings, "2026-11-22")
+    assert _thanks(settings, "2026-11-22") == {}
+
+
+def test_a_rerun_of_the_night_decides_the_same(settings, shop) -> None:
+    shop.customer(1)
+    shop.customer(2)
+    shop.customer(3)
+    _order(shop, 10, 1, placed=_local(2026, 11, 19, 23, 50), arrived=_local(2026, 11, 20, 0, 20))
+    _order(shop, 20, 2, _local(2026, 11, 10, 12, 0), _local(2026, 11, 20, 12, 0))
+    _order(shop, 30, 3, _local(2026, 11, 20, 8, 0), _local(2026, 11, 20, 8, 0))  # on time
+    _night(settings, "2026-11-20")
+    _night(settings, "2026-11-21")
+    first = _all_occasions(settings)
+    assert {row[1] for row in first if row[2] == "thank_you"} == {1, 2, 3}
+    _night(settings, "2026-11-21")
+    assert _all_occasions(settings) == first
