@@ -15,16 +15,9 @@ import pytest
 from sqlalchemy import select, update
 
 from retention import schema, source
-from retention.night import night_for_date
-from retention.pipeline import (
-    stage_extract,
-    stage_facts,
-    stage_migrate,
-    stage_occasions,
-    stage_segments,
-    warehouse_engine,
-)
+from retention.pipeline import warehouse_engine
 from tests.shop import Shop
+from tests.test_occasions import _through_occasions as _night
 
 BERLIN = dt.timedelta(hours=1)  # Berlin is UTC+1 in November
 
@@ -45,13 +38,6 @@ def shop(settings) -> Shop:
     shop = Shop(settings.source)
     shop.product(1)
     return shop
-
-
-def _night(settings, night: str) -> None:
-    n = night_for_date(night, settings.time_zone)
-    stage_migrate(settings)
-    for stage in (stage_extract, stage_facts, stage_segments, stage_occasions):
-        stage(settings, n, "t")
 
 
 def _order(shop: Shop, order_id: int, customer_id: int, placed: dt.datetime, arrived: dt.datetime) -> None:

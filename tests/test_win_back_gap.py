@@ -14,16 +14,9 @@ import pytest
 from sqlalchemy import select
 
 from retention import schema
-from retention.night import night_for_date
-from retention.pipeline import (
-    stage_extract,
-    stage_facts,
-    stage_migrate,
-    stage_occasions,
-    stage_segments,
-    warehouse_engine,
-)
+from retention.pipeline import warehouse_engine
 from tests.shop import Shop
+from tests.test_occasions import _through_occasions as _night
 
 
 @pytest.fixture
@@ -50,13 +43,6 @@ def shop(settings) -> Shop:
 def _order(shop: Shop, order_id: int, at: dt.datetime) -> None:
     shop.order(order_id, 1, at)
     shop.item(order_id, order_id, 1, updated_at=at)
-
-
-def _night(settings, day: str) -> None:
-    night = night_for_date(day, settings.time_zone)
-    stage_migrate(settings)
-    for stage in (stage_extract, stage_facts, stage_segments, stage_occasions):
-        stage(settings, night, "t")
 
 
 def _win_backs(settings) -> list[tuple[str, str]]:
