@@ -49,6 +49,11 @@ LIMITS = RenderLimits(timeout_seconds=0.5, memory_mb=256)
 ATTACKED = "thank_you/en.jinja"
 
 
+#: Unbounded recursion is stopped by Python's recursion limit or, on a loaded machine, by the
+#: render budget first; either blocks the template, and lint names it statically as well.
+RECURSION = r"recursion|itself|exceeded the render budget"
+
+
 @dataclass(frozen=True)
 class Attack:
     id: str
@@ -61,9 +66,11 @@ ATTACKS = [
     # --- resource exhaustion
     Attack("range_1e9", "{% for i in range(10**9) %}x{% endfor %}", r"Range too big|loop runs"),
     Attack(
-        "recursive_macro", "{% macro m(n) %}{{ m(n) }}{% endmacro %}{{ m(1) }}", r"recursion|calls itself"
+        "recursive_macro",
+        "{% macro m(n) %}{{ m(n) }}{% endmacro %}{{ m(1) }}",
+        RECURSION,
     ),
-    Attack("self_include", "{% include 'thank_you/en.jinja' %}", r"recursion|itself", False),
+    Attack("self_include", "{% include 'thank_you/en.jinja' %}", RECURSION, False),
     Attack("str_times_1e9", "{{ 'a' * 10**9 }}", r"unbounded: '\*'"),
     Attack("printf_width", "{{ '%999999999s' | format(1) }}", r"unbounded: the format"),
     Attack("printf_width_op", "{{ '%999999999s' % 1 }}", r"unbounded: the format"),
