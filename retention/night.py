@@ -29,10 +29,12 @@ here reads the wall clock.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass
+from functools import cache
 from zoneinfo import ZoneInfo
 
-__all__ = ["FutureNight", "Night", "night_for_date", "night_from_run"]
+__all__ = ["FutureNight", "Night", "days_ahead", "night_for_date", "night_from_run"]
 
 UTC = dt.UTC
 
@@ -149,3 +151,54 @@ def _is_bare_date(moment: dt.datetime) -> bool:
     """
     utc = moment.astimezone(UTC)
     return utc.time() == dt.time(0, 0)
+
+
+# --- whose date does night D prepare? ------------------------------------------------------------
+
+#: Years whose clock offsets decide :func:`days_ahead` (tzdata knows past and announced rules).
+OFFSET_YEARS = (2000, 2040)
+
+
+@cache
+def offset_range(time_zone: str) -> tuple[int, int]:
+    """The smallest and largest UTC offset (minutes) ``time_zone`` uses in :data:`OFFSET_YEARS`.
+
+    Sampled every 7 days at 00:00 and 12:00 UTC: clock-change periods last months, and a
+    zone's offsets are the same few values year after year. (zoneinfo has no public list
+    of a zone's transitions, so this is the way to ask it.)
+    """
+    zone = ZoneInfo(time_zone)
+    moment = dt.datetime(OFFSET_YEARS[0], 1, 1, tzinfo=UTC)
+    end = dt.datetime(OFFSET_YEARS[1] + 1, 1, 1, tzinfo=UTC)
+    offsets = set()
+    while moment < end:
+        for hours in (0, 12):
+            offset = (moment + dt.timedelta(hours=hours)).astimezone(zone).utcoffset()
+            offsets.add(int(offset.total_seconds() // 60))
+        moment += dt.timedelta(days=7)
+    return min(offsets), max(offsets)
+
+
+def _minutes(clock: dt.time) -> int:
+    return clock.hour * 60 + clock.minute
+
+
+@cache
+def days_ahead(customer_zone: str, shop_zone: str, window_opens: dt.time, ready_by: dt.time) -> int:
+    """How many days after D the local date lies that night D prepares for a customer's zone.
+
+    Night D prepares, for every customer, the first local date whose send window
+    (opening at ``window_opens`` local time) opens no earlier than the moment the night's
+    messages are ready (``ready_by`` on D in the shop's zone), taking the worst case over
+    the year: the customer's largest UTC offset and the shop's smallest. 0 for the shop's
+    own zone and its neighbours, 1 for zones far east of the shop (Auckland, Tokyo for a
+    Berlin shop): their date D's window has opened before the night is ready, so night D
+    prepares their D+1, and night D-1 prepared their D. Per zone, this never changes from
+    one night to the next, so every local date of every customer is prepared by exactly one
+    night. (Negative for a zone far west of a far-east shop: Los Angeles customers of a
+    Kiritimati shop get their D-1 from night D, which runs before that day's window opens.)
+    """
+    _, customer_max = offset_range(customer_zone)
+    shop_min, _ = offset_range(shop_zone)
+    lead = _minutes(ready_by) - _minutes(window_opens) + customer_max - shop_min
+    return math.ceil(lead / (24 * 60))

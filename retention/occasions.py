@@ -12,10 +12,14 @@ in this order, and every candidate is recorded in ``occasions`` with its status:
 4. the holdout, a stable share of customers chosen by a salted hash of their id:
    ``holdout`` (recorded, never rendered: the control group of the uplift report).
 
-The occasion date is the night's date D in every customer's own calendar: messages go
-out on local date D, inside the local send window. Where an occasion hangs on a moment
-(the first order of an anniversary), that moment is converted to the customer's time
-zone first. A thank-you follows the night an order *arrived* (was extracted), not the
+Night D prepares, for every customer, the messages of one local date in the customer's
+own calendar, their *target date*: D, or D+1 for zones so far east of the shop that
+their send window on D opens before the night's messages are ready
+(``RETENTION_MESSAGES_READY_BY``; :func:`retention.night.days_ahead`). Per zone that
+offset never changes, so each local date is prepared by exactly one night. Calendar
+occasions (birthday, anniversary, feedback) are found for the target date; the others
+follow tonight's events and go out on it. Where an occasion hangs on a moment (the first
+order of an anniversary), that moment is converted to the customer's time zone first. A thank-you follows the night an order *arrived* (was extracted), not the
 night it was placed, and is decided once per order (``RETENTION_THANK_YOU_MAX_AGE_DAYS``
 bounds how late). A re-run of a night replaces that night's rows and nothing else.
 """
@@ -34,7 +38,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, Engine, select
 
 from retention import schema
-from retention.night import Night, night_for_date
+from retention.night import Night, days_ahead, night_for_date
 from retention.runlog import stage_counts
 from retention.settings import OCCASIONS, Settings
 from retention.sqlmodels import select_model
@@ -76,10 +80,35 @@ def _anniversary_month_days(day: dt.date) -> list[str]:
     return sorted(found)
 
 
-def _feedback_orders_window(night: Night, days: int) -> dict:
-    """UTC bounds holding every moment of local date D - ``days`` in any zone (UTC-12 to UTC+14)."""
-    start = dt.datetime.combine(night.date - dt.timedelta(days=days), dt.time())
-    return {"orders_from": start - dt.timedelta(days=1), "orders_to": start + dt.timedelta(days=2)}
+def _feedback_orders_window(targets: set[dt.date], days: int) -> dict:
+    """UTC bounds holding every moment of the local dates ``days`` before the targets, in any zone."""
+    first = dt.datetime.combine(min(targets) - dt.timedelta(days=days), dt.time())
+    last = dt.datetime.combine(max(targets) - dt.timedelta(days=days), dt.time())
+    return {"orders_from": first - dt.timedelta(days=1), "orders_to": last + dt.timedelta(days=2)}
+
+
+def _birthday_month_days(day: dt.date) -> list[str]:
+    """Birthdays greeted on ``day``: its own month-day, and 29 February on a non-leap 28 February."""
+    if day.month == 2 and day.day == 28 and not calendar.isleap(day.year):
+        return [_md(day), "02-29"]
+    return [_md(day)]
+
+
+def _bound_list(name: str, values: list[str]) -> tuple[dict, dict]:
+    """Params ``name_0 .. name_k`` and the flag ``name_count`` for ``bound_list`` in a model."""
+    return {f"{name}_{i}": value for i, value in enumerate(values)}, {f"{name}_count": len(values)}
+
+
+def target_date(night: Night, time_zone: str, settings: Settings) -> dt.date:
+    """The local date night D prepares for a customer in ``time_zone`` (D, or D+1 far east)."""
+    ahead = days_ahead(time_zone, night.time_zone, settings.send_window_start, settings.messages_ready_by)
+    return night.date + dt.timedelta(days=ahead)
+
+
+def _targets(conn: Connection, night: Night, settings: Settings) -> set[dt.date]:
+    """Every target date of the night: one per distinct customer time zone offset (usually 1 or 2)."""
+    zones = conn.execute(select(schema.stg_customers.c.time_zone).distinct()).scalars()
+    return {target_date(night, zone, settings) for zone in zones if zone} or {night.date}
 
 
 def in_holdout(customer_id: int, share: float, salt: str) -> bool:
@@ -104,19 +133,18 @@ def _delayed(night: Night, days: int) -> dict:
     return {"delayed_start": night.window_start_naive - shift, "delayed_end": night.window_end_naive - shift}
 
 
-def _params(occasion: str, night: Night, settings: Settings) -> dict:
+def _params(occasion: str, night: Night, settings: Settings, targets: set[dt.date]) -> tuple[dict, dict]:
+    """The bound parameters of an occasion's model, and its Jinja flags (list lengths)."""
     day = night.date
-    params = _window(night)
+    params, flags = _window(night), {}
     if occasion == "thank_you":
         params["thank_every_order_for_a"] = int(settings.thank_every_order_for_a)
         oldest = night_for_date(day - dt.timedelta(days=settings.thank_you_max_age_days), night.time_zone)
         params["thank_from"] = oldest.window_start_naive
-    elif occasion == "birthday":
-        leap = day.month == 2 and day.day == 28 and not calendar.isleap(day.year)
-        params.update(birthday_md=_md(day), birthday_md_leap="02-29" if leap else _md(day))
-    elif occasion == "anniversary":
-        month_days = _anniversary_month_days(day)
-        params.update({f"md_{i + 1}": month_days[min(i, len(month_days) - 1)] for i in range(4)})
+    elif occasion in ("birthday", "anniversary"):
+        month_days = _birthday_month_days if occasion == "birthday" else _anniversary_month_days
+        values, flags = _bound_list("md", sorted({md for target in targets for md in month_days(target)}))
+        params.update(values)
     elif occasion in ("next_purchase", "accessory"):
         delay = (
             settings.next_purchase_delay_days
@@ -130,8 +158,8 @@ def _params(occasion: str, night: Night, settings: Settings) -> dict:
         classes = {c.strip().upper() for c in settings.offer_classes.split(",")}
         params.update({f"offer_{c.lower()}": int(c in classes) for c in "ABC"})
     elif occasion == "feedback":
-        params.update(_feedback_orders_window(night, settings.feedback_delay_days))
-    return params
+        params.update(_feedback_orders_window(targets, settings.feedback_delay_days))
+    return params, flags
 
 
 def _utc(moment: dt.datetime | str) -> dt.datetime:
@@ -140,27 +168,45 @@ def _utc(moment: dt.datetime | str) -> dt.datetime:
     return moment.replace(tzinfo=dt.UTC)
 
 
-def _keep_local_anniversaries(
-    candidates: list[dict], zones: dict[int, str], night: Night, settings: Settings
+def _as_date(value: dt.date | str) -> dt.date:
+    return dt.date.fromisoformat(value) if isinstance(value, str) else value
+
+
+def _keep_birthdays(
+    candidates: list[dict], zones: dict[int, str], targets: dict[int, dt.date], settings: Settings
 ) -> list[dict]:
-    """The first order's date in the customer's own zone must have its anniversary tonight."""
+    """The birthday must fall on the customer's own target date."""
     kept = []
     for row in candidates:
+        birthday = _as_date(row.pop("birthday"))
+        if _md(birthday) in _birthday_month_days(targets[row["customer_id"]]):
+            kept.append(row)
+    return kept
+
+
+def _keep_local_anniversaries(
+    candidates: list[dict], zones: dict[int, str], targets: dict[int, dt.date], settings: Settings
+) -> list[dict]:
+    """The first order's date in the customer's own zone must have its anniversary on their target date."""
+    kept = []
+    for row in candidates:
+        target = targets[row["customer_id"]]
         local = _utc(row.pop("first_order_at")).astimezone(ZoneInfo(zones[row["customer_id"]])).date()
-        years = night.date.year - local.year
-        if years >= 1 and anniversary_date(local, night.date.year) == night.date:
+        years = target.year - local.year
+        if years >= 1 and anniversary_date(local, target.year) == target:
             kept.append({**row, "years": years, "first_order_date": local.isoformat()})
     return kept
 
 
 def _keep_local_feedback(
-    candidates: list[dict], zones: dict[int, str], night: Night, settings: Settings
+    candidates: list[dict], zones: dict[int, str], targets: dict[int, dt.date], settings: Settings
 ) -> list[dict]:
-    """Per customer, the latest order placed on local date D - delay in the customer's own zone."""
-    day = night.date - dt.timedelta(days=settings.feedback_delay_days)
+    """Per customer, the latest order placed ``feedback_delay_days`` local days before their target date."""
+    delay = dt.timedelta(days=settings.feedback_delay_days)
     latest: dict[int, dict] = {}
     for row in candidates:
         ordered_at = _utc(row.pop("ordered_at"))
+        day = targets[row["customer_id"]] - delay
         if ordered_at.astimezone(ZoneInfo(zones[row["customer_id"]])).date() != day:
             continue
         if row["customer_id"] not in latest or row["order_id"] > latest[row["customer_id"]]["order_id"]:
@@ -230,7 +276,8 @@ def _keep_thanks(conn: Connection, candidates: list[dict], night: Night, setting
     return kept
 
 
-_POST_FILTERS: dict[str, Callable[[list[dict], dict[int, str], Night, Settings], list[dict]]] = {
+_POST_FILTERS: dict[str, Callable[[list[dict], dict[int, str], dict[int, dt.date], Settings], list[dict]]] = {
+    "birthday": _keep_birthdays,
     "anniversary": _keep_local_anniversaries,
     "feedback": _keep_local_feedback,
 }
@@ -246,26 +293,28 @@ def _model(occasion: str) -> str:
 def _candidates(conn: Connection, night: Night, settings: Settings) -> tuple[list[dict], dict]:
     """Every occasion model's rows, and the people they concern (only those: never the whole table)."""
     by_occasion = {}
+    targets = _targets(conn, night, settings)
     for occasion in settings.priorities:
         if occasion not in OCCASIONS:
             raise ValueError(
                 f"RETENTION_OCCASION_PRIORITY names unknown occasion {occasion!r}; known: {', '.join(OCCASIONS)}"
             )
-        params = _params(occasion, night, settings)
+        params, flags = _params(occasion, night, settings, targets)
         if occasion == "thank_you":
             params["arrived_from"] = _arrived_from(conn, night)
-        by_occasion[occasion] = select_model(conn, _model(occasion), params)
+        by_occasion[occasion] = select_model(conn, _model(occasion), params, **flags)
     people = _people(conn, {row["customer_id"] for rows in by_occasion.values() for row in rows})
+    zones = {cid: person.time_zone for cid, person in people.items()}
+    target_of = {cid: target_date(night, zone, settings) for cid, zone in zones.items()}
     found = []
     for occasion, rows in by_occasion.items():
         rows = [row for row in rows if row["customer_id"] in people]
         if occasion == "thank_you":
             rows = _keep_thanks(conn, rows, night, settings)
         if occasion in _POST_FILTERS:
-            zones = {cid: person.time_zone for cid, person in people.items()}
-            rows = _POST_FILTERS[occasion](rows, zones, night, settings)
+            rows = _POST_FILTERS[occasion](rows, zones, target_of, settings)
         log.info("occasion %s: %d candidates", occasion, len(rows))
-        found.extend(rows)
+        found.extend({**row, "occasion_date": target_of[row["customer_id"]]} for row in rows)
     return found, people
 
 
@@ -310,14 +359,62 @@ def _suppressed(conn: Connection, people: dict) -> set[str]:
     return found
 
 
+def _decided_elsewhere(conn: Connection, night: Night, candidates: list[dict]) -> list[tuple]:
+    """Occasions another night recorded on the candidates' target dates.
+
+    Only possible when a customer's target date moved (they changed time zone, or the send
+    window or ``RETENTION_MESSAGES_READY_BY`` changed): then two nights may prepare the same
+    local date, and that date keeps what the first one decided.
+    """
+    occ = schema.occasions
+    dates = sorted({candidate["occasion_date"] for candidate in candidates})
+    ids = sorted({candidate["customer_id"] for candidate in candidates})
+    found = []
+    for start in range(0, len(ids), 5000):
+        found.extend(
+            conn.execute(
+                select(occ.c.customer_id, occ.c.occasion, occ.c.occasion_date, occ.c.status).where(
+                    occ.c.night != night.date,
+                    occ.c.occasion_date.in_(dates),
+                    occ.c.customer_id.in_(ids[start : start + 5000]),
+                )
+            ).all()
+        )
+    return found
+
+
+def _without_decided(candidates: list[dict], elsewhere: list[tuple]) -> tuple[list[dict], dict[int, str]]:
+    """Drop candidates whose (customer, occasion, date) another night decided; who has that day taken."""
+    decided = {(row.customer_id, row.occasion, _as_date(row.occasion_date)) for row in elsewhere}
+    day_taken = {
+        (row.customer_id, _as_date(row.occasion_date)): row.occasion
+        for row in elsewhere
+        if row.status in ("selected", "holdout")
+    }
+    kept = [c for c in candidates if (c["customer_id"], c["occasion"], c["occasion_date"]) not in decided]
+    if len(kept) < len(candidates):
+        log.warning(
+            "%d candidates dropped: another night already decided that occasion for that local date "
+            "(a customer's time zone or the send settings changed)",
+            len(candidates) - len(kept),
+        )
+    taken = {
+        c["customer_id"]: day_taken[c["customer_id"], c["occasion_date"]]
+        for c in kept
+        if (c["customer_id"], c["occasion_date"]) in day_taken
+    }
+    return kept, taken
+
+
 def detect(warehouse: Engine, night: Night, settings: Settings) -> dict[str, dict[str, int]]:
     """Find and record the night's occasions; returns selected counts by occasion and language."""
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     with warehouse.begin() as conn:
         conn.execute(schema.occasions.delete().where(schema.occasions.c.night == night.date))
         candidates, people = _candidates(conn, night, settings)
+        candidates, taken = _without_decided(candidates, _decided_elsewhere(conn, night, candidates))
         rows = _decide(
-            candidates, people, _suppressed(conn, people), _recent_counts(conn, night), night, settings
+            candidates, people, _suppressed(conn, people), _recent_counts(conn, night), taken, night, settings
         )
         for start in range(0, len(rows), 5000):
             conn.execute(schema.occasions.insert(), rows[start : start + 5000])
@@ -336,13 +433,17 @@ def _decide(
     people: dict,
     suppressed: set[str],
     recent: dict[int, int],
+    taken: dict[int, str],
     night: Night,
     settings: Settings,
 ) -> list[dict]:
-    """Apply consent, the daily and weekly caps and the holdout, in that order."""
+    """Apply consent, the daily and weekly caps and the holdout, in that order.
+
+    ``taken``: customers whose target date already has a message from another night (and which).
+    """
     rank = {occasion: i for i, occasion in enumerate(settings.priorities)}
     candidates = sorted(candidates, key=lambda c: (c["customer_id"], rank[c["occasion"]]))
-    rows, winner_of = [], {}
+    rows, winner_of = [], dict(taken)
     for candidate in candidates:
         person = people[candidate["customer_id"]]
         status, reason = _status(candidate, person, suppressed, recent, winner_of, settings)
@@ -380,7 +481,7 @@ def _occasion_row(candidate: dict, person, night: Night, status: str, reason: st
     return {
         "customer_id": candidate["customer_id"],
         "occasion": candidate["occasion"],
-        "occasion_date": night.date,
+        "occasion_date": candidate["occasion_date"],
         "night": night.date,
         "language": person.language,
         "details": json.dumps(details, default=str, sort_keys=True),

@@ -55,6 +55,11 @@ class Settings(BaseSettings):
 
     send_window_start: dt.time = Field(dt.time(9, 0), description="Earliest local hour to send.")
     send_window_end: dt.time = Field(dt.time(18, 0), description="Latest local hour to send.")
+    messages_ready_by: dt.time = Field(
+        dt.time(6, 0),
+        description="Shop-local time by which a night's messages are in the outbox and being sent; customers "
+        "whose send window can open before it get, from night D, their next local date's messages.",
+    )
 
     chunk_size: int = Field(5000, ge=100, description="Rows per chunk when streaming the extract.")
     quarantine_max_share: float = Field(

@@ -38,3 +38,8 @@ and {{ column }} in (select customer_id from changed_customers where night = {{ 
 {% macro month_day(column) -%}
 {%- if dialect == "postgresql" -%}to_char({{ column }}, 'MM-DD'){%- else -%}strftime('%m-%d', {{ column }}){%- endif -%}
 {%- endmacro %}
+
+{#- Placeholders `:name_0, :name_1, ...` for a list of `count` bound values (values stay bound). -#}
+{% macro bound_list(name, count) -%}
+{%- for i in range(count) -%}:{{ name }}_{{ i }}{% if not loop.last %}, {% endif %}{%- endfor -%}
+{%- endmacro %}

@@ -6,7 +6,9 @@
   this prefilter never drops a customer. The caller keeps those whose first order's *local*
   date (the customer's time zone) has its N-th anniversary tonight, with 29 February falling
   on 28 February in non-leap years.
-  Params: window_start, md_1 .. md_4 ('MM-DD'; repeated when fewer are needed).
+  With several target dates (zones far east of the shop get the next day's), the month-days
+  of all of them.
+  Params: window_start, md_0 .. md_<md_count - 1> ('MM-DD'). Flag: md_count.
 -#}
 with final as (
     select
@@ -16,7 +18,7 @@ with final as (
         facts.first_order_at
     from customer_facts as facts
     where facts.first_order_at < {{ ts("window_start") }}
-      and {{ month_day("facts.first_order_at") }} in (:md_1, :md_2, :md_3, :md_4)
+      and {{ month_day("facts.first_order_at") }} in ({{ bound_list("md", md_count) }})
 )
 
 select * from final

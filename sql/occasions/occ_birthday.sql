@@ -1,14 +1,16 @@
 {#-
-  occ_birthday: customers whose birthday is the night's date. 29 February birthdays are
-  greeted on 28 February in non-leap years (the caller passes both month-days then).
-  Unknown birthdays (null) never match.
-  Params: birthday_md, birthday_md_leap ('MM-DD' strings).
+  occ_birthday (candidates): customers whose birthday's month-day is one of the night's target
+  dates' (the local dates the night prepares: D, and D+1 for zones far east of the shop; see
+  README, "The night"), 29 February birthdays also on 28 February of non-leap years. The
+  caller keeps those whose birthday falls on their own zone's target date. Unknown birthdays
+  (null) never match.
+  Params: md_0 .. md_<md_count - 1> ('MM-DD' strings). Flag: md_count.
 -#}
 with final as (
-    select customer_id, 'birthday' as occasion
+    select customer_id, 'birthday' as occasion, birthday
     from stg_customers
     where birthday is not null
-      and {{ month_day("birthday") }} in (:birthday_md, :birthday_md_leap)
+      and {{ month_day("birthday") }} in ({{ bound_list("md", md_count) }})
 )
 
 select * from final
