@@ -98,12 +98,20 @@ def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict], conflict
 
 
 def upsert(
-    conn: Connection, table: Table, rows: Sequence[dict], key: str, version: str = "updated_at"
+    conn: Connection,
+    table: Table,
+    rows: Sequence[dict],
+    key: str,
+    version: str = "updated_at",
+    insert_only: Sequence[str] = (),
 ) -> None:
-    """Insert or update rows by ``key``, never replacing a newer version with an older one."""
+    """Insert or update rows by ``key``, never replacing a newer version with an older one.
+
+    ``insert_only`` columns are written when a row is inserted and kept as they are on updates.
+    """
     if not rows:
         return
-    columns = [c.name for c in table.columns if c.name != key]
+    columns = [c.name for c in table.columns if c.name != key and c.name not in insert_only]
     if conn.dialect.name == "postgresql":
         updates = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in columns)
         tail = (

@@ -333,7 +333,7 @@ def _write(
     table = schema.STAGING[name]
     key = schema.STAGING_KEYS[name]
     staged = [_clean(name, row, night, settings) for row, _ in chunk.good]
-    upsert(conn, table, staged, key)
+    upsert(conn, table, staged, key, insert_only=("arrived_night",) if name == "orders" else ())
     insert_ignore(
         conn,
         schema.quarantine,
@@ -360,6 +360,7 @@ def _clean(name: str, row: dict, night: Night, settings: Settings) -> dict:
         out["currency"] = row.get("currency") or settings.currency
     elif name == "orders":
         out["currency"] = row.get("currency") or settings.currency
+        out["arrived_night"] = night.date  # kept from the first extract on (upsert's insert_only)
     elif name == "order_items":
         out["returned_quantity"] = row.get("returned_quantity") or 0
     return out

@@ -152,6 +152,11 @@ def _params(occasion: str, night: Night, settings: Settings, targets: set[dt.dat
             else settings.accessory_delay_days
         )
         params.update(_delayed(night, delay))
+        arrival = day - dt.timedelta(days=delay)
+        late_limit = night_for_date(
+            arrival - dt.timedelta(days=settings.thank_you_max_age_days), night.time_zone
+        )
+        params.update(arrival_night=arrival, late_from=late_limit.window_start_naive)
         params.update(
             kind=occasion, period_start=day - dt.timedelta(days=settings.recommendation_period_days)
         )

@@ -284,7 +284,7 @@ def _spec(column: Column) -> _Spec:
 
 
 _SPECS: dict[str, tuple[_Spec, ...]] = {
-    name: tuple(_spec(c) for c in table.columns if c.name != "loaded_night")
+    name: tuple(_spec(c) for c in table.columns if c.name not in ("loaded_night", "arrived_night"))
     for name, table in schema.STAGING.items()
 }
 

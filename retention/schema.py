@@ -95,6 +95,8 @@ stg_orders = Table(
     Column("currency", String(3), nullable=False),
     Column("updated_at", DateTime, nullable=False),
     Column("loaded_night", Date, nullable=False),
+    # The night whose extract first saw the order (never updated): order follow-ups count from it.
+    Column("arrived_night", Date),
 )
 
 stg_order_items = Table(

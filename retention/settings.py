@@ -137,7 +137,8 @@ class Settings(BaseSettings):
         3,
         ge=0,
         description="A first order that reaches the warehouse more than this many nights late is not thanked "
-        "(recorded as skipped, with the reason).",
+        "(recorded as skipped, with the reason), and an order that late gets no follow-ups (next purchase, "
+        "accessory); one up to this late gets them counted from the night it arrived.",
     )
     weekly_cap: int = Field(2, ge=1, description="At most this many messages per customer in any 7 nights.")
     next_purchase_delay_days: int = Field(

@@ -134,3 +134,60 @@ def test_a_rerun_of_the_night_decides_the_same(settings, shop) -> None:
     assert {row[1] for row in first if row[2] == "thank_you"} == {1, 2, 3}
     _night(settings, "2026-11-21")
     assert _all_occasions(settings) == first
+
+
+# --- follow-ups of an order (accessory, next purchase) count from the night it arrived -----------
+
+
+def _suggest(settings, customer_id: int, kind: str, night: dt.date) -> None:
+    """A rank-1 suggestion of ``kind`` for the customer (the recommendations stage's output)."""
+    with warehouse_engine(settings.warehouse).begin() as conn:
+        conn.execute(
+            schema.recommendations.insert().values(
+                customer_id=customer_id,
+                kind=kind,
+                rank=1,
+                product_id=1,
+                because_product_id=1,
+                score=1,
+                explanation="test",
+                night=night,
+            )
+        )
+
+
+def _follow_ups(settings, occasion: str) -> dict[int, str]:
+    """customer -> the night their ``occasion`` was selected."""
+    return {
+        customer_id: night.isoformat()
+        for night, customer_id, name, status, *_ in _all_occasions(settings)
+        if name == occasion and status == "selected"
+    }
+
+
+@pytest.mark.parametrize(("occasion", "delay"), [("accessory", 3), ("next_purchase", 14)])
+def test_follow_ups_of_a_late_order_count_from_its_arrival(settings, shop, occasion, delay) -> None:
+    """On time: the delay after the order's own night. Late by k <= 3 nights: k nights later. Later: none."""
+    settings = settings.with_overrides(occasion_priority=occasion)
+    start = dt.date(2026, 11, 5)
+    placed = {
+        1: (_local(2026, 11, 4, 23, 50), _local(2026, 11, 5, 0, 20)),  # own night 5th, arrives for the 6th
+        2: (_local(2026, 11, 4, 12, 0), _local(2026, 11, 4, 12, 0)),  # on time: night the 5th
+        3: (_local(2026, 11, 2, 12, 0), _local(2026, 11, 5, 9, 0)),  # own night the 3rd, arrives 3 late
+        4: (_local(2026, 10, 30, 12, 0), _local(2026, 11, 5, 9, 0)),  # own night 31 Oct, 6 late: none
+    }
+    for customer_id, (at, arrived) in placed.items():
+        shop.customer(customer_id)
+        _order(shop, customer_id * 10, customer_id, at, arrived)
+    nights = [start + dt.timedelta(days=k) for k in range(delay + 3)]
+    for night in nights:
+        _night(settings, night.isoformat())
+        if night == start:  # the warehouse exists now; no follow-up is due on the first night
+            for customer_id in placed:
+                _suggest(settings, customer_id, occasion, night)
+    day = dt.timedelta(days=delay)
+    assert _follow_ups(settings, occasion) == {
+        1: (start + dt.timedelta(days=1) + day).isoformat(),
+        2: (start + day).isoformat(),
+        3: (start + dt.timedelta(days=1) + day).isoformat(),
+    }
