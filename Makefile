@@ -4,10 +4,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test lint bench clean help
+.PHONY: install demo ui test lint bench clean help
 
 help:
 	@echo "make demo   run the nightly pipeline on a demo shop and show what was sent"
+	@echo "make ui     after make demo: Airflow's api-server with the Retention page (prints URL and login)"
 	@echo "make test   install and run the test suite (PostgreSQL tests need RETENTION_TEST_PG_URL)"
 	@echo "make bench  time each nightly stage on a larger demo shop (BENCH_CUSTOMERS=100000)"
 	@echo "make lint   ruff over the code"
@@ -15,13 +16,16 @@ help:
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[airflow,dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[airflow,dev,demo,sink,charts]'
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 install: $(STAMP)
 
 demo: install
 	@bash scripts/demo.sh
+
+ui: install
+	@bash scripts/ui.sh
 
 lint: install
 	$(BIN)/ruff check retention dags plugins tests bench

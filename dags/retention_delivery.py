@@ -1,7 +1,8 @@
 """
 ### retention_delivery
 
-Every 15 minutes: send the outbox messages whose `send_at` has come, through the
+Every 15 minutes (`RETENTION_DELIVERY_SCHEDULE`, a cron string in UTC or `none`): send the
+outbox messages whose `send_at` has come, through the
 Airflow connection `smtp_default`, each at most once, and record every fate as it happens.
 
 ```
@@ -27,7 +28,14 @@ sweep ──► plan ──► send_batches (mapped: one task per lane, the lane
 * **Time:** "now" is the run's logical date (or `run_after` for a manual run), never the
   worker's clock, so a re-run of a slot sends only what was due in that slot. Leases and
   `sent_at` are real time.
-* **Params:** `dry_run` renders and logs what would be sent; sends and marks nothing.
+* **Params** (for manual runs): `dry_run` renders and logs what would be sent, sends and
+  marks nothing; `occasions` sends only those occasions (an unknown name fails at once);
+  `limit` sends at most that many messages.
+* **Lineage and summaries:** `send_batches` reads and writes the outbox asset, its event
+  carrying the lane's counts; every task logs its summary and returns it as its XCom; a
+  lane logs its progress (sent / total, rate, time left) every 30 seconds.
+* **Retries:** 3, `RETENTION_DELIVERY_RETRY_DELAY_SECONDS` (120) apart; a retried lane
+  skips what its first try sent (a message is claimed once).
 * **Timeouts and alerts:** every task has a 30-minute `execution_timeout` (a hung SMTP
   session fails; the next run's sweep settles what it had claimed); a task that fails for
   good mails `RETENTION_ALERT_EMAIL` through `smtp_default`.
@@ -40,14 +48,28 @@ from __future__ import annotations
 import datetime as dt
 
 import pendulum
-from airflow.sdk import CronTriggerTimetable, Param, dag, task
+from airflow.sdk import Param, dag, task
 
-from retention_airflow import ASSETS, alert_on_failure
+from retention_airflow import ASSETS, alert_on_failure, schedule, seconds
+from retention_airflow import summarise as log_summary
 
 
 def _until(context) -> dt.datetime:
     """The run's "now": its logical date, or ``run_after`` for a manual run without one."""
     return context.get("logical_date") or context["dag_run"].run_after
+
+
+def _occasions(context) -> list[str]:
+    """The ``occasions`` param, checked: an unknown name fails at once (a typo would send nothing)."""
+    from retention.settings import OCCASIONS
+    from retention_airflow import fail_without_retry
+
+    wanted = list(context["params"].get("occasions") or [])
+    unknown = sorted(set(wanted) - set(OCCASIONS))
+    with fail_without_retry(ValueError):
+        if unknown:
+            raise ValueError(f"unknown occasion(s) {', '.join(unknown)}; known: {', '.join(OCCASIONS)}")
+    return wanted
 
 
 def _dry_run(context, settings) -> bool:
@@ -56,7 +78,7 @@ def _dry_run(context, settings) -> bool:
 
 @dag(
     dag_id="retention_delivery",
-    schedule=CronTriggerTimetable("*/15 * * * *", timezone="UTC"),
+    schedule=schedule("RETENTION_DELIVERY_SCHEDULE", "*/15 * * * *", "UTC"),
     start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
@@ -65,7 +87,7 @@ def _dry_run(context, settings) -> bool:
     default_args={
         "owner": "data-eng",
         "retries": 3,
-        "retry_delay": dt.timedelta(minutes=2),
+        "retry_delay": seconds("RETENTION_DELIVERY_RETRY_DELAY_SECONDS", 120),
         # A hung SMTP session fails the task; its claimed messages are settled by the next sweep.
         "execution_timeout": dt.timedelta(minutes=30),
         "on_failure_callback": alert_on_failure,
@@ -73,7 +95,19 @@ def _dry_run(context, settings) -> bool:
     params={
         "dry_run": Param(
             False, type="boolean", description="Render and log what is due; send and mark nothing."
-        )
+        ),
+        "occasions": Param(
+            [],
+            type="array",
+            items={"type": "string"},
+            description="Send only these occasions (e.g. birthday, thank_you); empty: all that are due.",
+        ),
+        "limit": Param(
+            None,
+            type=["null", "integer"],
+            minimum=0,
+            description="Send at most this many messages in this run (below RETENTION_DELIVERY_RUN_CAP).",
+        ),
     },
 )
 def retention_delivery():
@@ -92,7 +126,7 @@ def retention_delivery():
         window = (settings.send_window_start, settings.send_window_end)
         until = as_naive_utc(_until(context))
         counts.update(roll_missed_windows(engine, until, window, settings.delivery_max_delay_days))
-        return counts
+        return log_summary(context, counts)
 
     @task
     def plan(**context) -> list[dict]:
@@ -103,13 +137,26 @@ def retention_delivery():
         from retention_airflow import smtp_config
 
         settings = Settings()
+        occasions = _occasions(context)  # a misspelt param fails first, before anything else
         if not _dry_run(context, settings):
             smtp_config(settings)  # a connection that cannot work fails here, before any claim
         until = as_naive_utc(_until(context))
         policy = DeliveryPolicy.from_settings(settings)
-        return in_lanes(plan_batches(engine_for(settings.warehouse), until, policy), policy.batches)
+        batches = plan_batches(
+            engine_for(settings.warehouse),
+            until,
+            policy,
+            occasions=occasions,
+            limit=context["params"]["limit"],
+        )
+        lanes = in_lanes(batches, policy.batches)
+        log_summary(
+            context,
+            {"due": sum(len(b["ids"]) for b in batches), "batches": len(batches), "lanes": len(lanes)},
+        )
+        return lanes
 
-    @task(inlets=[ASSETS["outbox"]])
+    @task(inlets=[ASSETS["outbox"]], outlets=[ASSETS["outbox"]])
     def send_batches(lane: dict, **context) -> dict:
         from collections import Counter
 
@@ -127,7 +174,7 @@ def retention_delivery():
             for batch in lane["batches"]:
                 counts.update(preview_batch(engine, batch["ids"], until=until, identity=identity))
             return dict(counts)
-        return send_lane(
+        counts = send_lane(
             engine,
             smtp_config(settings),
             lane,
@@ -135,6 +182,7 @@ def retention_delivery():
             identity=identity,
             policy=DeliveryPolicy.from_settings(settings),
         )
+        return log_summary(context, counts, "outbox")
 
     @task(trigger_rule="none_failed")
     def summarise(swept: dict, results) -> dict:
@@ -144,7 +192,7 @@ def retention_delivery():
 
         # One slice fetches every batch's counts; iterating would probe past the end (and log it).
         counts = list(results[:]) if results else []
-        return summary_of(engine_for(Settings().warehouse), swept, counts)
+        return log_summary(None, summary_of(engine_for(Settings().warehouse), swept, counts))
 
     swept = sweep()
     lanes = plan()

@@ -8,9 +8,16 @@ what customers buy next and together, find the day's occasions and render their 
 outbox, each with a `send_at` inside the customer's own send window.
 `retention_delivery` sends them.
 
+* **Reads as the data flow:** task groups `load` (migrate, extract, quality), `model`
+  (customer_facts, segments, recommendations) and `messages` (occasions, render); each task
+  declares the assets it reads (inlets) and writes (outlets), starting from the shop's
+  database, and puts its row counts on the asset events it emits; it logs its summary and
+  returns it as its XCom. The extract and the render log their progress (done / total,
+  rate, time left) every 30 seconds.
 * **Idempotent:** re-running a night leaves the warehouse as it was and never adds
   a second message for the same customer, occasion and date.
-* **Schedule:** 02:00 in the shop's time zone (`RETENTION_TIME_ZONE`). `catchup` is
+* **Schedule:** 02:00 in the shop's time zone (`RETENTION_TIME_ZONE`; another cron string in
+  `RETENTION_NIGHTLY_SCHEDULE`, or `none` to trigger runs only by hand or the API). `catchup` is
   off on purpose: the extract's watermark takes in the changes of nights that did not
   run, and greetings for days long gone should not go out late.
 * **Params:** `night` (YYYY-MM-DD) re-runs a given night (not one after the run's own:
@@ -46,9 +53,9 @@ import datetime as dt
 import os
 
 import pendulum
-from airflow.sdk import CronTriggerTimetable, Param, dag, task
+from airflow.sdk import Param, TaskGroup, dag, task
 
-from retention_airflow import ASSETS, alert_on_failure
+from retention_airflow import ASSETS, SOURCE, alert_on_failure, schedule, summarise
 
 TIME_ZONE = os.environ.get("RETENTION_TIME_ZONE", "Europe/Berlin")
 
@@ -83,7 +90,7 @@ def _final(*errors):
 
 @dag(
     dag_id="retention_nightly",
-    schedule=CronTriggerTimetable("0 2 * * *", timezone=TIME_ZONE),
+    schedule=schedule("RETENTION_NIGHTLY_SCHEDULE", "0 2 * * *", TIME_ZONE),
     start_date=pendulum.datetime(2026, 11, 1, tz=TIME_ZONE),
     catchup=False,
     max_active_runs=1,
@@ -120,60 +127,92 @@ def retention_nightly():
             unsubscribe_secret()  # render needs it: refuse a missing or weak one before any stage runs
         stage_migrate(Settings())
 
-    @task(outlets=[ASSETS["staging"], ASSETS["quarantine"]], execution_timeout=TIMEOUTS["extract"])
+    @task(
+        inlets=[SOURCE],
+        outlets=[ASSETS["staging"], ASSETS["quarantine"]],
+        execution_timeout=TIMEOUTS["extract"],
+    )
     def extract(**context) -> dict:
         from retention.pipeline import stage_extract
 
         settings, night = _night(context)
         with _final():
-            return stage_extract(
+            counts = stage_extract(
                 settings, night, context["run_id"], full_refresh=bool(context["params"]["full_refresh"])
             )
+        return summarise(context, counts, "staging", "quarantine")
 
-    @task(execution_timeout=TIMEOUTS["quality"])
+    @task(inlets=[ASSETS["staging"], ASSETS["quarantine"]], execution_timeout=TIMEOUTS["quality"])
     def quality(**context) -> dict:
         from retention.pipeline import QualityError, stage_quality
 
         settings, night = _night(context)
         with _final(QualityError):  # the same rows fail again: alert now, not in 10 minutes
-            return stage_quality(settings, night, context["run_id"])
+            return summarise(context, stage_quality(settings, night, context["run_id"]))
 
-    @task(outlets=[ASSETS["customer_facts"]], execution_timeout=TIMEOUTS["customer_facts"])
+    @task(
+        inlets=[ASSETS["staging"]],
+        outlets=[ASSETS["customer_facts"]],
+        execution_timeout=TIMEOUTS["customer_facts"],
+    )
     def customer_facts(**context) -> dict:
         from retention.pipeline import stage_facts
 
         settings, night = _night(context)
         with _final():
-            return stage_facts(
+            counts = stage_facts(
                 settings, night, context["run_id"], full_rebuild=bool(context["params"]["full_refresh"])
             )
+        return summarise(context, counts, "customer_facts")
 
-    @task(outlets=[ASSETS["segments"]], execution_timeout=TIMEOUTS["segments"])
+    @task(
+        inlets=[ASSETS["customer_facts"]],
+        outlets=[ASSETS["segments"]],
+        execution_timeout=TIMEOUTS["segments"],
+    )
     def segments(**context) -> dict:
         from retention.pipeline import stage_segments
 
         settings, night = _night(context)
         with _final():
-            return stage_segments(settings, night, context["run_id"])
+            return summarise(context, stage_segments(settings, night, context["run_id"]), "segments")
 
-    @task(outlets=[ASSETS["recommendations"]], execution_timeout=TIMEOUTS["recommendations"])
+    @task(
+        inlets=[ASSETS["staging"], ASSETS["customer_facts"]],
+        outlets=[ASSETS["recommendations"]],
+        execution_timeout=TIMEOUTS["recommendations"],
+    )
     def recommendations(**context) -> dict:
         from retention.pipeline import stage_recommendations
 
         settings, night = _night(context)
         full = bool(context["params"]["full_refresh"])
         with _final():
-            return stage_recommendations(settings, night, context["run_id"], full_rebuild=full)
+            counts = stage_recommendations(settings, night, context["run_id"], full_rebuild=full)
+        return summarise(context, counts, "recommendations")
 
-    @task(outlets=[ASSETS["occasions"]], execution_timeout=TIMEOUTS["occasions"])
+    @task(
+        inlets=[
+            ASSETS["staging"],
+            ASSETS["customer_facts"],
+            ASSETS["segments"],
+            ASSETS["recommendations"],
+        ],
+        outlets=[ASSETS["occasions"]],
+        execution_timeout=TIMEOUTS["occasions"],
+    )
     def occasions(**context) -> dict:
         from retention.pipeline import stage_occasions
 
         settings, night = _night(context)
         with _final():
-            return stage_occasions(settings, night, context["run_id"])
+            return summarise(context, stage_occasions(settings, night, context["run_id"]), "occasions")
 
-    @task(outlets=[ASSETS["outbox"]], execution_timeout=TIMEOUTS["render"])
+    @task(
+        inlets=[ASSETS["occasions"], ASSETS["staging"]],
+        outlets=[ASSETS["outbox"]],
+        execution_timeout=TIMEOUTS["render"],
+    )
     def render(**context) -> dict:
         from retention.pipeline import stage_render
         from retention.unsubscribe import WeakSecret
@@ -183,18 +222,21 @@ def retention_nightly():
         with fail_without_retry(WeakSecret):
             secret = unsubscribe_secret()
         with _final():
-            return stage_render(settings, night, context["run_id"], secret=secret)
+            counts = stage_render(settings, night, context["run_id"], secret=secret)
+        return summarise(context, counts, "outbox")
 
-    (
-        migrate()
-        >> extract()
-        >> quality()
-        >> customer_facts()
-        >> segments()
-        >> recommendations()
-        >> occasions()
-        >> render()
-    )
+    # Task groups read as the data flow: load the shop, model the customers, write the
+    # messages. Task ids stay short (no group prefix): logs, tests and runbooks name them.
+    with TaskGroup("load", prefix_group_id=False, tooltip="shop -> staging, bad rows held back"):
+        loaded = migrate() >> extract() >> quality()
+    with TaskGroup("model", prefix_group_id=False, tooltip="customer facts, segments, suggestions"):
+        facts = customer_facts()
+        modelled = facts >> segments() >> recommendations()
+    with TaskGroup("messages", prefix_group_id=False, tooltip="occasions -> rendered outbox"):
+        found = occasions()
+        found >> render()
+    loaded >> facts
+    modelled >> found
 
 
 retention_nightly()

@@ -8,13 +8,15 @@ imports Airflow; everything that needs Airflow's context or connections is here.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Asset, BaseHook
+from airflow.sdk import Asset, BaseHook, CronTriggerTimetable
 from airflow.sdk.exceptions import AirflowFailException
 
 # The domain is imported inside the functions: DAG files import this module while
@@ -26,11 +28,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ASSETS",
+    "SOURCE",
     "UNSUBSCRIBE_CONN_ID",
     "alert_on_failure",
     "fail_without_retry",
     "night_of",
+    "schedule",
+    "seconds",
     "smtp_config",
+    "summarise",
     "unsubscribe_secret",
 ]
 
@@ -47,7 +53,58 @@ ASSETS = {
     "outbox": Asset("warehouse://retention/outbox"),
 }
 
+#: The shop's own database, read by the extract (lineage starts here).
+SOURCE = Asset("shop://retention/source")
+
 UNSUBSCRIBE_CONN_ID = "retention_unsubscribe"
+
+
+def _compact(value: Any, depth: int = 0) -> Any:
+    """Numbers, short texts and small dicts of them: what an asset event's extra can carry."""
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    if isinstance(value, str):
+        return value[:200]
+    if isinstance(value, dict) and depth < 2:
+        return {str(k): _compact(v, depth + 1) for k, v in list(value.items())[:50]}
+    return None
+
+
+def summarise(context: Any, counts: dict | None, *written: str) -> dict:
+    """Log a task's summary (also its XCom, as the return value) and put its counts on the
+    asset events of what it ``written`` (ASSETS keys), so that lineage carries row counts."""
+    counts = counts or {}
+    extra = {k: v for k, v in ((k, _compact(v)) for k, v in counts.items()) if v is not None}
+    log.info("summary: %s", json.dumps(extra, sort_keys=True, default=str))
+    events = context.get("outlet_events") if context else None
+    if events is not None:
+        for name in written:
+            events[ASSETS[name]].extra = extra
+    return counts
+
+#: Values of a schedule setting that mean "no schedule: runs are triggered by hand or the API".
+MANUAL = ("", "none", "manual")
+
+
+def schedule(variable: str, default: str, time_zone: str) -> CronTriggerTimetable | None:
+    """The cron schedule in environment ``variable`` (or ``default``), in ``time_zone``; None if manual.
+
+    Read from the environment at parse time (the DAG files stay cheap to parse): a deployment
+    that triggers the nights from elsewhere, or a test that must see only its own runs, sets
+    it to ``none``.
+    """
+    value = os.environ.get(variable, default).strip()
+    if value.lower() in MANUAL:
+        return None
+    return CronTriggerTimetable(value, timezone=time_zone)
+
+
+def seconds(variable: str, default: int) -> dt.timedelta:
+    """A whole number of seconds from the environment, with the variable named if it is not one."""
+    text = os.environ.get(variable, str(default)).strip()
+    if not text.isdigit():
+        raise ValueError(f"{variable}={text!r} is not a whole number of seconds")
+    return dt.timedelta(seconds=int(text))
 
 
 def night_of(context: Any, settings: Settings) -> Night:

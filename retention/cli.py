@@ -23,7 +23,18 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings().with_overrides(warehouse_url=getattr(args, "url", None))
 
 
+def _require_extra(module: str, extra: str, command: str) -> None:
+    """A one-line reason when an optional dependency (a ``pyproject.toml`` extra) is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise SystemExit(
+            f"retention {command}: needs {module}, which is not installed: pip install 'retention[{extra}]'"
+        )
+
+
 def cmd_demo_data(args: argparse.Namespace) -> int:
+    _require_extra("faker", "demo", "demo-data")
     from retention.demo import DEMO_AS_OF, generate
 
     settings = _settings(args)
@@ -77,6 +88,26 @@ def cmd_send(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate_suggestions(args: argparse.Namespace) -> int:
+    from retention.evaluate import evaluate_suggestions, format_table
+    from retention.pipeline import warehouse_engine
+
+    settings = _settings(args)
+    try:
+        result = evaluate_suggestions(
+            warehouse_engine(settings.warehouse),
+            cutoff=dt.date.fromisoformat(args.cutoff) if args.cutoff else None,
+            horizon_days=args.horizon,
+            time_zone=settings.time_zone,
+            min_pairs=settings.rules_min_pairs,
+            min_confidence=settings.rules_min_confidence,
+        )
+    except ValueError as exc:
+        raise SystemExit(f"retention evaluate-suggestions: {exc}") from exc
+    print(json.dumps(result, indent=2, sort_keys=True) if args.json else format_table(result))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from retention.pipeline import warehouse_engine
     from retention.report import format_report, latest_night, night_report
@@ -121,7 +152,23 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_forget(args: argparse.Namespace) -> int:
+    from retention.erasure import NotAPerson, UnknownPerson, forget
+    from retention.pipeline import stage_migrate, warehouse_engine
+
+    settings = _settings(args)
+    stage_migrate(settings)  # the tombstone tables come with a migration
+    try:
+        # The day of the request, kept with the tombstone for the record (not a business input).
+        erasure = forget(warehouse_engine(settings.warehouse), args.person, dt.datetime.now(dt.UTC).date())
+    except (NotAPerson, UnknownPerson) as exc:
+        raise SystemExit(f"retention forget: {exc}") from exc
+    print(json.dumps(erasure.as_counts(), sort_keys=True) if args.json else erasure.describe())
+    return 0
+
+
 def cmd_smtp_sink(args: argparse.Namespace) -> int:
+    _require_extra("aiosmtpd", "sink", "smtp-sink")
     from retention import smtp_sink
 
     settings = _settings(args)
@@ -255,6 +302,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--date", help="the night (default: the latest)")
     p.add_argument("--json", action="store_true", help="machine-readable output (a stable contract)")
 
+    p = command(
+        "evaluate-suggestions",
+        cmd_evaluate_suggestions,
+        "hit rate@3 and precision@3 of the suggestions on held-out orders, next to two baselines",
+    )
+    p.add_argument("--cutoff", help="train before this date, YYYY-MM-DD (default: 90 days before the last order)")
+    p.add_argument("--horizon", type=int, default=90, help="days after the cut-off to measure (default 90)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
     p = command("quarantine", cmd_quarantine, "the bad rows and why they were held back")
     p.add_argument("--rule", help="only this rule (e.g. malformed_email)")
     p.add_argument("--limit", type=int, default=1000, help="list at most this many rows (default 1000)")
@@ -272,7 +328,7 @@ def _parser() -> argparse.ArgumentParser:
         "print each problem as file:line: message; exit 1 on any error.",
     )
     lint_p.add_argument(
-        "--dir", help="templates folder (default: RETENTION_TEMPLATES_DIR or the repo's templates/)"
+        "--dir", help="templates folder (default: RETENTION_TEMPLATES_DIR or the packaged templates)"
     )
     preview_p = actions.add_parser(
         "preview",
@@ -292,8 +348,14 @@ def _parser() -> argparse.ArgumentParser:
     # SUPPRESS: given here it wins, absent it leaves the --url given before the action alone.
     preview_p.add_argument("--url", default=argparse.SUPPRESS, help="warehouse URL for --customer")
     preview_p.add_argument(
-        "--dir", help="templates folder (default: RETENTION_TEMPLATES_DIR or the repo's templates/)"
+        "--dir", help="templates folder (default: RETENTION_TEMPLATES_DIR or the packaged templates)"
     )
+
+    p = command(
+        "forget", cmd_forget, "erase a person from the warehouse, keeping only a hashed tombstone (GDPR art. 17)"
+    )
+    p.add_argument("person", metavar="CUSTOMER_ID_OR_EMAIL", help="the customer's id in the shop, or their address")
+    p.add_argument("--json", action="store_true", help="machine-readable output: rows removed per table")
 
     p = command("smtp-sink", cmd_smtp_sink, "a local SMTP server that saves every message as an .eml file")
     p.add_argument(

@@ -63,7 +63,12 @@ def gather(conn: Connection, items: list[dict]) -> Lookups:
         lookups.orders.update({row.order_id: dict(row._mapping) for row in conn.execute(query)})
     for chunk in _chunks(_ids(items, _PRODUCT_KEYS)):
         query = select(
-            products.c.product_id, products.c.sku, products.c.name, products.c.price, products.c.currency
+            products.c.product_id,
+            products.c.sku,
+            products.c.name,
+            products.c.price,
+            products.c.currency,
+            products.c.accessory_for,
         )
         lookups.products.update(
             {
@@ -165,14 +170,7 @@ def _occasion_fields(item: dict, lookups: Lookups, fmt: _Formatter, occasion_dat
         last = _local_day(lookups.last_orders[item["customer_id"]], fmt.zone)
         return {"last_order": {"date": fmt.day(last)}, "months": max(_months_between(last, occasion_date), 1)}
     if occasion in ("next_purchase", "accessory"):
-        product = lookups.products[int(item["product_id"])]
-        because = lookups.products[int(item["because_product_id"])]
-        confidence = lookups.rules.get((occasion, because["product_id"], product["product_id"]), 0.0)
-        return {
-            "product": fmt.product(product),
-            "because": {"name": because["name"]},
-            "share": round(confidence * 100),
-        }
+        return _suggestion_fields(item, lookups, fmt)
     if occasion == "new_stock":
         ids = [item.get(k) for k in ("product_1", "product_2", "product_3")]
         return {
@@ -189,3 +187,30 @@ def _occasion_fields(item: dict, lookups: Lookups, fmt: _Formatter, occasion_dat
             "feedback_url": f"{fmt.settings.shop_url}/feedback?order={order['order_id']}",
         }
     return {}
+
+
+def _suggestion_fields(item: dict, lookups: Lookups, fmt: _Formatter) -> dict:
+    """``product``, ``because`` and the figures a suggestion is explained with (issue #12).
+
+    The occasion row names the rule behind the suggestion (``rule_kind``, ``share``,
+    ``made_for``, see ``sql/occasions/occ_next_purchase.sql``); rows recorded before it did
+    (or whose rule no longer holds: ``share`` is None) fall back to tonight's product-level
+    rule, and to 0 (no number quoted) without one.
+    """
+    occasion = item["occasion"]
+    product = lookups.products[int(item["product_id"])]
+    because = lookups.products[int(item["because_product_id"])]
+    if item.get("share") is not None:
+        share = int(item["share"])
+    else:
+        share = round(lookups.rules.get((occasion, because["product_id"], product["product_id"]), 0.0) * 100)
+    fields = {"product": fmt.product(product), "because": {"name": because["name"]}, "share": share}
+    if occasion == "next_purchase":
+        # the share counts customers who bought in because's category and then in product's
+        fields["similar"] = item.get("rule_kind") == "next_category"
+    else:
+        made_for = item.get("made_for")
+        if made_for is None:
+            made_for = product.get("accessory_for") == because["product_id"]
+        fields["made_for"] = bool(int(made_for))
+    return fields

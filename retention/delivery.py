@@ -73,6 +73,7 @@ from retention.mailer import (
     build_message,
     unsubscribe_links,
 )
+from retention.progress import Progress
 from retention.unsubscribe import email_hash
 
 __all__ = [
@@ -181,7 +182,7 @@ class Identity:
     def from_settings(cls, settings: object, secret: bytes) -> Identity:
         return cls.for_shop(
             settings.sender,  # type: ignore[attr-defined]
-            settings.shop_url,  # type: ignore[attr-defined]
+            settings.unsubscribe_base,  # type: ignore[attr-defined]
             secret,
             settings.unsubscribe_mailto,
         )
@@ -279,20 +280,29 @@ def _local(day: dt.date, at: dt.time, zone: str) -> dt.datetime:
     return dt.datetime.combine(day, at, tzinfo=ZoneInfo(zone)).astimezone(dt.UTC).replace(tzinfo=None)
 
 
-def due_ids(conn: Connection, until: dt.datetime, limit: int) -> list[int]:
-    """Queued messages due by ``until`` (naive UTC): first the oldest ``send_at``."""
+def due_ids(
+    conn: Connection, until: dt.datetime, limit: int, occasions: Sequence[str] | None = None
+) -> list[int]:
+    """Queued messages due by ``until`` (naive UTC): first the oldest ``send_at``; only
+    ``occasions`` when given (a manual run that sends, say, only the birthdays)."""
     box = schema.outbox
-    query = (
-        select(box.c.outbox_id)
-        .where(_due_clause(until))
-        .order_by(box.c.send_at, box.c.outbox_id)
-        .limit(limit)
-    )
+    query = select(box.c.outbox_id).where(_due_clause(until))
+    if occasions:
+        query = query.where(box.c.occasion.in_(list(occasions)))
+    query = query.order_by(box.c.send_at, box.c.outbox_id).limit(limit)
     return list(conn.execute(query).scalars())
 
 
-def plan(warehouse: Engine, until: dt.datetime, policy: DeliveryPolicy) -> list[dict]:
-    """Split what is due, up to ``policy.run_cap`` messages, into batches of outbox ids.
+def plan(
+    warehouse: Engine,
+    until: dt.datetime,
+    policy: DeliveryPolicy,
+    *,
+    occasions: Sequence[str] | None = None,
+    limit: int | None = None,
+) -> list[dict]:
+    """Split what is due, up to ``policy.run_cap`` messages (or ``limit``, if smaller), into
+    batches of outbox ids; only ``occasions`` when given.
 
     ``ceil(min(due, run_cap) / batch_size)`` batches of even size, oldest ``send_at`` first.
     At most ``policy.batches`` of them run at once (:func:`in_lanes`), so each carries that
@@ -301,8 +311,9 @@ def plan(warehouse: Engine, until: dt.datetime, policy: DeliveryPolicy) -> list[
     if not inspect(warehouse).has_table(schema.outbox.name):
         log.warning("the warehouse has no outbox yet (no night has run): nothing to deliver")
         return []
+    cap = policy.run_cap if limit is None else max(0, min(limit, policy.run_cap))
     with warehouse.connect() as conn:
-        ids = due_ids(conn, until, policy.run_cap)
+        ids = due_ids(conn, until, cap, occasions) if cap else []
     if not ids:
         return []
     count = math.ceil(len(ids) / policy.batch_size)
@@ -710,8 +721,12 @@ def send_lane(warehouse: Engine, config: SmtpConfig, lane: dict, **options: obje
     """Send a lane's batches (:func:`in_lanes`) one after another, each as :func:`send_batch`
     with its own rate; the summed counts. Options are :func:`send_batch`'s keywords."""
     counts: Counter[str] = Counter()
+    total = sum(len(batch["ids"]) for batch in lane["batches"])
+    progress = Progress("send", total, unit="messages", logger=log)
     for batch in lane["batches"]:
         counts.update(send_batch(warehouse, config, batch["ids"], rate=batch["rate"], **options))
+        progress.advance(len(batch["ids"]))
+    progress.finish()
     return dict(counts)
 
 
@@ -882,7 +897,7 @@ def main(argv: list[str] | None = None) -> int:
         config,
         until=dt.datetime.fromisoformat(args.until),
         sender=settings.sender,
-        shop_url=settings.shop_url,
+        shop_url=settings.unsubscribe_base,
         secret=secret_from_env(),
         dry_run=args.dry_run,
         policy=policy,

@@ -3,9 +3,14 @@
 :func:`generate` fills the tables of :mod:`retention.source` with customers in four
 languages, a product catalogue with natural purchase sequences (lawn mower, then
 chainsaw, then brush cutter) and accessories, and three years of orders up to the
-night of ``as_of``. A small share of deliberately bad rows is planted, each breaking
-exactly one quality rule, and recorded in the demo-only table ``_demo_defects`` so
-that tests can check that the pipeline quarantines exactly those.
+night of ``as_of``. A product's category is its kind (``lawn_mowers``, ``chainsaws``,
+``docking_stations``, ...), the level where the sequences live (issue #12); departments
+(garden, computing, ...) only shape the simulation. A few new customers bought only a
+main product on the days whose follow-ups night ``as_of`` sends (``_showcase_orders``),
+so that the demo night has chainsaw and docking-station suggestions to show. A small
+share of deliberately bad rows is planted, each breaking exactly one quality rule, and
+recorded in the demo-only table ``_demo_defects`` so that tests can check that the
+pipeline quarantines exactly those.
 
 The same ``(customers, seed, as_of)`` always gives the same rows: every random draw
 comes from generators seeded from ``seed`` (never the wall clock, never ``hash()``).
@@ -153,6 +158,7 @@ _SEGMENT_SHARES = np.array([0.10, 0.25, 0.27, 0.18, 0.20])
 @dataclass(frozen=True)
 class _Kind:
     noun: str
+    category: str  # the shop's category of the product kind (products.category)
     low: float  # price range in EUR
     high: float
     models: int = 4
@@ -160,6 +166,13 @@ class _Kind:
 
 @dataclass(frozen=True)
 class _Category:
+    """A department: product kinds that customers buy in sequence, with extras and accessories.
+
+    Departments only shape the simulated purchases; the shop's ``category`` of a product is
+    its kind (lawn_mowers, chainsaws, docking_stations, ...), the level at which purchase
+    sequences live and the category rules can learn them (issue #12).
+    """
+
     name: str
     brands: tuple[str, ...]
     sequence: tuple[_Kind, ...]  # the order in which customers tend to buy
@@ -172,90 +185,109 @@ _CATEGORIES = (
         "garden",
         ("Greenvale", "Hortex", "Fieldmaster"),
         (
-            _Kind("Lawn Mower", 199, 899, 6),
-            _Kind("Chainsaw", 149, 649, 5),
-            _Kind("Brush Cutter", 119, 449, 4),
+            _Kind("Lawn Mower", "lawn_mowers", 199, 899, 6),
+            _Kind("Chainsaw", "chainsaws", 149, 649, 5),
+            _Kind("Brush Cutter", "brush_cutters", 119, 449, 4),
         ),
         (
-            _Kind("Hedge Trimmer", 69, 249, 3),
-            _Kind("Garden Hose 25 m", 24, 69, 3),
-            _Kind("Pruning Shears", 15, 49, 3),
+            _Kind("Hedge Trimmer", "hedge_trimmers", 69, 249, 3),
+            _Kind("Garden Hose 25 m", "garden_hoses", 24, 69, 3),
+            _Kind("Pruning Shears", "pruning_shears", 15, 49, 3),
         ),
-        (_Kind("Replacement Blade", 19, 45),),
+        (_Kind("Replacement Blade", "mower_blades", 19, 45),),
     ),
     _Category(
         "computing",
         ("Voltra", "Northbyte", "Kestrel"),
         (
-            _Kind("Laptop", 649, 2199, 6),
-            _Kind("27-inch Monitor", 179, 649, 4),
-            _Kind("Wireless Keyboard", 39, 129, 3),
+            _Kind("Laptop", "laptops", 649, 2199, 6),
+            _Kind("27-inch Monitor", "monitors", 179, 649, 4),
+            _Kind("Wireless Keyboard", "keyboards", 39, 129, 3),
         ),
         (
-            _Kind("Wireless Mouse", 19, 89, 3),
-            _Kind("External SSD 1 TB", 79, 179, 3),
-            _Kind("HD Webcam", 39, 119, 2),
+            _Kind("Wireless Mouse", "computer_mice", 19, 89, 3),
+            _Kind("External SSD 1 TB", "external_drives", 79, 179, 3),
+            _Kind("HD Webcam", "webcams", 39, 119, 2),
         ),
-        (_Kind("Docking Station", 89, 249), _Kind("USB-C Cable 2 m", 12, 29), _Kind("Laptop Bag", 39, 99)),
+        (
+            _Kind("Docking Station", "docking_stations", 89, 249),
+            _Kind("USB-C Cable 2 m", "usb_cables", 12, 29),
+            _Kind("Laptop Bag", "laptop_bags", 39, 99),
+        ),
     ),
     _Category(
         "kitchen",
         ("Caffora", "Brunswick", "Lindqvist"),
         (
-            _Kind("Espresso Machine", 249, 1499, 5),
-            _Kind("Coffee Grinder", 79, 399, 4),
-            _Kind("Descaler 500 ml", 9, 19, 2),
+            _Kind("Espresso Machine", "espresso_machines", 249, 1499, 5),
+            _Kind("Coffee Grinder", "coffee_grinders", 79, 399, 4),
+            _Kind("Descaler 500 ml", "descalers", 9, 19, 2),
         ),
         (
-            _Kind("Electric Kettle", 29, 119, 3),
-            _Kind("Toaster", 29, 99, 3),
-            _Kind("Chef's Knife", 39, 149, 3),
+            _Kind("Electric Kettle", "kettles", 29, 119, 3),
+            _Kind("Toaster", "toasters", 29, 99, 3),
+            _Kind("Chef's Knife", "kitchen_knives", 39, 149, 3),
         ),
-        (_Kind("Milk Jug", 14, 35), _Kind("Tamper", 19, 59)),
+        (_Kind("Milk Jug", "milk_jugs", 14, 35), _Kind("Tamper", "espresso_tampers", 19, 59)),
     ),
     _Category(
         "cycling",
         ("Velomark", "Fjordcycle", "Ridgeway"),
         (
-            _Kind("City Bike", 449, 1899, 6),
-            _Kind("Bike Helmet", 39, 189, 4),
-            _Kind("Bike Light Set", 19, 89, 3),
+            _Kind("City Bike", "city_bikes", 449, 1899, 6),
+            _Kind("Bike Helmet", "bike_helmets", 39, 189, 4),
+            _Kind("Bike Light Set", "bike_lights", 19, 89, 3),
         ),
-        (_Kind("Bike Lock", 19, 99, 3), _Kind("Floor Pump", 24, 69, 2), _Kind("Pannier Bag", 39, 129, 3)),
-        (_Kind("Kickstand", 12, 35),),
+        (
+            _Kind("Bike Lock", "bike_locks", 19, 99, 3),
+            _Kind("Floor Pump", "bike_pumps", 24, 69, 2),
+            _Kind("Pannier Bag", "pannier_bags", 39, 129, 3),
+        ),
+        (_Kind("Kickstand", "kickstands", 12, 35),),
     ),
     _Category(
         "photography",
         ("Lumora", "Octavis", "Pentara"),
         (
-            _Kind("Mirrorless Camera", 599, 2499, 5),
-            _Kind("Zoom Lens", 249, 1299, 4),
-            _Kind("Tripod", 49, 249, 3),
+            _Kind("Mirrorless Camera", "cameras", 599, 2499, 5),
+            _Kind("Zoom Lens", "camera_lenses", 249, 1299, 4),
+            _Kind("Tripod", "tripods", 49, 249, 3),
         ),
         (
-            _Kind("SD Card 128 GB", 19, 59, 3),
-            _Kind("Lens Cleaning Kit", 9, 29, 2),
-            _Kind("Camera Strap", 15, 49, 2),
+            _Kind("SD Card 128 GB", "memory_cards", 19, 59, 3),
+            _Kind("Lens Cleaning Kit", "lens_cleaning", 9, 29, 2),
+            _Kind("Camera Strap", "camera_straps", 15, 49, 2),
         ),
-        (_Kind("Spare Battery", 39, 89), _Kind("Camera Bag", 49, 149)),
+        (_Kind("Spare Battery", "camera_batteries", 39, 89), _Kind("Camera Bag", "camera_bags", 49, 149)),
     ),
     _Category(
         "camping",
         ("Trailcraft", "Nordvik", "Summit & Co"),
-        (_Kind("Tent", 129, 699, 5), _Kind("Sleeping Bag", 59, 299, 4), _Kind("Camping Stove", 39, 149, 3)),
-        (_Kind("Headlamp", 19, 69, 3), _Kind("Sleeping Mat", 29, 119, 3), _Kind("Water Filter", 24, 79, 2)),
-        (_Kind("Footprint Groundsheet", 29, 69),),
+        (
+            _Kind("Tent", "tents", 129, 699, 5),
+            _Kind("Sleeping Bag", "sleeping_bags", 59, 299, 4),
+            _Kind("Camping Stove", "camping_stoves", 39, 149, 3),
+        ),
+        (
+            _Kind("Headlamp", "headlamps", 19, 69, 3),
+            _Kind("Sleeping Mat", "sleeping_mats", 29, 119, 3),
+            _Kind("Water Filter", "water_filters", 24, 79, 2),
+        ),
+        (_Kind("Footprint Groundsheet", "tent_footprints", 29, 69),),
     ),
     _Category(
         "audio",
         ("Sonarc", "Halden Audio", "Meridale"),
         (
-            _Kind("Turntable", 199, 999, 4),
-            _Kind("Bookshelf Speakers", 149, 899, 4),
-            _Kind("Record Cleaning Kit", 15, 49, 2),
+            _Kind("Turntable", "turntables", 199, 999, 4),
+            _Kind("Bookshelf Speakers", "hifi_speakers", 149, 899, 4),
+            _Kind("Record Cleaning Kit", "record_care", 15, 49, 2),
         ),
-        (_Kind("Over-Ear Headphones", 59, 399, 4), _Kind("Bluetooth Speaker", 39, 249, 3)),
-        (_Kind("Replacement Stylus", 29, 129),),
+        (
+            _Kind("Over-Ear Headphones", "headphones", 59, 399, 4),
+            _Kind("Bluetooth Speaker", "bluetooth_speakers", 39, 249, 3),
+        ),
+        (_Kind("Replacement Stylus", "turntable_styluses", 29, 129),),
     ),
 )
 _TIERS = ("Classic", "Eco", "Compact", "Plus", "Sport", "Pro", "Max", "Elite")
@@ -266,7 +298,7 @@ class _Catalogue:
     """The products plus the lookup arrays that let orders pick products vectorised."""
 
     table: Frame
-    category: np.ndarray  # category index per product row
+    category: np.ndarray  # department index per product row
     stage_pool: np.ndarray  # [category, stage, model] -> product row, padded
     stage_count: np.ndarray  # [category, stage]
     cat_pool: np.ndarray  # [category, k] -> extra (non-sequence) product row, padded
@@ -282,7 +314,8 @@ class _CatalogueBuilder:
     def __init__(self, rng: np.random.Generator) -> None:
         self.rng = rng
         self.names: list[str] = []
-        self.categories: list[int] = []
+        self.categories: list[int] = []  # department index
+        self.kinds: list[str] = []  # the product's category in the shop
         self.accessory_for: list[int | None] = []
         self.prices: list[int] = []
         self.costs: list[int] = []
@@ -297,6 +330,7 @@ class _CatalogueBuilder:
         margin = self.rng.uniform(0.20, 0.60)
         self.names.append(name)
         self.categories.append(category)
+        self.kinds.append(kind.category)
         self.accessory_for.append(None if parent is None else parent + 1)
         self.prices.append(price)
         self.costs.append(int(round(price * (1 - margin))))
@@ -387,7 +421,7 @@ def _assemble_catalogue(
             [f"{_CATEGORIES[c].name[:3].upper()}-{i + 1:05d}" for i, c in enumerate(category)], dtype=object
         ),
         "name": np.array(builder.names, dtype=object),
-        "category": np.array([_CATEGORIES[c].name for c in category], dtype=object),
+        "category": np.array(builder.kinds, dtype=object),
         "accessory_for": np.array(builder.accessory_for, dtype=object),
         "price": np.array(builder.prices, dtype=np.int64),
         "cost": np.array(builder.costs, dtype=np.int64),
@@ -469,6 +503,8 @@ class _People:
     order_customer: np.ndarray  # row index into the customers
     order_time: np.ndarray  # epoch seconds
     order_forced_first: np.ndarray  # bool: that first order of a forced new customer
+    showcase: np.ndarray  # bool: a new customer whose one order is a showcase order (below)
+    order_showcase: np.ndarray  # department of a showcase order's main product; -1 for other orders
 
 
 def _segment_params(rng: np.random.Generator, segment: np.ndarray, days: int) -> tuple[np.ndarray, ...]:
@@ -522,15 +558,54 @@ def _forced_counts(n: int) -> tuple[int, int]:
     return busy, first
 
 
+#: Nights after an order that its follow-ups go out (the defaults of RETENTION_NEXT_PURCHASE_DELAY_DAYS
+#: and RETENTION_ACCESSORY_DELAY_DAYS): the night as_of looks back to orders of these shop-local days.
+_SHOWCASE_DELAYS = (14, 3)
+
+
+def _showcase_count(n: int) -> int:
+    """New customers per department and showcase day: 3 from 1,500 customers, so that a few
+    reach a message (holdout, an A/B class and a rule all have to agree); none in a tiny shop,
+    whose few customers stay ordinary."""
+    if n < 500:
+        return 0
+    return max(min(3, n // 500), round(n / 5000))
+
+
+def _showcase_orders(seed: int, n: int, clock: _Clock) -> tuple[np.ndarray, np.ndarray]:
+    """(department, epoch time) of the showcase orders.
+
+    So that the demo night has suggestions of the issue's kind to show (issue #12: "a chainsaw
+    for recent lawn-mower buyers, a docking station for laptop buyers"), a few new customers
+    of every department bought only its main product (a lawn mower, a laptop, ...) on the
+    shop-local day whose follow-ups night as_of sends: 15 days before as_of (next purchase,
+    14 nights later) and 4 days before (accessory, 3 nights later). In a shop of 2,000
+    customers such buyers are otherwise rare on one given day. Their times come from a
+    random stream of their own.
+    """
+    rng = _rng(seed, 7)
+    k = _showcase_count(n)
+    department = np.tile(np.repeat(np.arange(len(_CATEGORIES)), k), len(_SHOWCASE_DELAYS))
+    shop = ZoneInfo(SHOP_TIME_ZONE)
+    day_start = np.repeat(
+        [_epoch(clock.as_of - dt.timedelta(days=delay + 1), shop) for delay in _SHOWCASE_DELAYS],
+        len(_CATEGORIES) * k,
+    )
+    times = day_start + rng.integers(8 * 3600, 20 * 3600, len(department))
+    return department, times
+
+
 def _build_people(seed: int, n: int, clock: _Clock) -> _People:
     """Places, segments and order times of all good customers."""
     rng = _rng(seed, 2)
     busy, n_forced = _forced_counts(n)
+    showcase_department, showcase_times = _showcase_orders(seed, n, clock)
+    n_showcase = len(showcase_department)
     place = rng.choice(len(_PLACES), n, p=_PLACE_SHARES)
     place[n - n_forced : n - n_forced + len(_FORCED_PLACES)] = _FORCED_PLACES
     segment = rng.choice(len(_SEGMENT_SHARES), n, p=_SEGMENT_SHARES)
-    segment[n - n_forced :] = _ONE_OFF
-    regular = n - n_forced
+    segment[n - n_forced - n_showcase :] = _ONE_OFF
+    regular = n - n_forced - n_showcase
     cust, day_f = _timelines(rng, segment[:regular], clock.days)
     times = _local_times(rng, place[cust], day_f.astype(np.int64), _day_starts(clock))
     inside = times < clock.cutoff - 3600  # the evening of the last day in New York is past the cutoff
@@ -538,17 +613,31 @@ def _build_people(seed: int, n: int, clock: _Clock) -> _People:
     # Existing buyers who come back on the last local day, so the demo night is busy.
     buyers = np.unique(cust[np.isin(segment[cust], (_LOYAL, _OCCASIONAL))])  # not the lapsed ones
     back = rng.choice(buyers, min(busy - n_forced, len(buyers)), replace=False)
-    forced = np.arange(regular, n)
+    forced = np.arange(n - n_forced, n)
     late = clock.last_day_start + 6 * 3600
     extra_times = rng.integers(late, clock.cutoff - 3600, len(back) + n_forced)
-    order_customer = np.concatenate([cust, back, forced])
-    order_time = np.concatenate([times, extra_times])
+    order_customer = np.concatenate([cust, back, np.arange(regular, n - n_forced), forced])
+    order_time = np.concatenate([times, extra_times[: len(back)], showcase_times, extra_times[len(back) :]])
     forced_first = np.zeros(len(order_customer), dtype=bool)
     forced_first[len(order_customer) - n_forced :] = True
+    order_showcase = np.full(len(order_customer), -1, dtype=np.int64)
+    order_showcase[len(cust) + len(back) : len(order_customer) - n_forced] = showcase_department
     forced_new = np.zeros(n, dtype=bool)
-    forced_new[regular:] = True
+    forced_new[n - n_forced :] = True
+    showcase = np.zeros(n, dtype=bool)
+    showcase[regular : n - n_forced] = True
     created = _created(rng, n, clock, order_customer, order_time, forced_new)
-    return _People(place, segment, created, forced_new, order_customer, order_time, forced_first)
+    return _People(
+        place,
+        segment,
+        created,
+        forced_new,
+        order_customer,
+        order_time,
+        forced_first,
+        showcase,
+        order_showcase,
+    )
 
 
 def _created(
@@ -684,13 +773,15 @@ def _build_customers(
     ids = np.empty(n, dtype=np.int64)
     ids[np.argsort(people.created, kind="stable")] = np.arange(1, n + 1)
     first, last, first_slug, last_slug = _names(rng, people.place, pools)
-    consent = (rng.random(n) < 0.85) | people.forced_new
+    consent = (rng.random(n) < 0.85) | people.forced_new | people.showcase
     birthdays = _birthdays(rng, n, clock.as_of)
     _birthday_today(rng, birthdays, people.place, consent, clock.as_of)
     created = people.created
     # Most profiles are touched right after sign-up; some much later (new address, consent change).
     updated = created + rng.integers(60, 3600, n)
-    later = rng.random(n) < 0.35
+    # (Not the showcase customers: their order's night must find them, or the order would be
+    # held back as unknown_customer.)
+    later = (rng.random(n) < 0.35) & ~people.showcase
     updated[later] = (
         created[later]
         + 60
@@ -721,6 +812,7 @@ class _Orders:
     table: Frame
     customer_row: np.ndarray  # customer row index per order
     rank: np.ndarray  # 0 for a customer's first order, 1 for the second ...
+    showcase: np.ndarray  # department of a showcase order's main product, else -1
 
 
 def _build_orders(seed: int, people: _People, customer_ids: np.ndarray, clock: _Clock) -> _Orders:
@@ -737,7 +829,8 @@ def _build_orders(seed: int, people: _People, customer_ids: np.ndarray, clock: _
         np.where(np.r_[True, sorted_cust[1:] != sorted_cust[:-1]], np.arange(n), 0)
     )
     rank[by_customer] = np.arange(n) - group_start
-    cancelled = (rng.random(n) < 0.03) & ~people.order_forced_first[order]
+    showcase = people.order_showcase[order]
+    cancelled = (rng.random(n) < 0.03) & ~people.order_forced_first[order] & (showcase < 0)
     updated = ordered + rng.integers(120, 2700, n)
     updated[cancelled] = ordered[cancelled] + rng.integers(600, 2 * _DAY, cancelled.sum())
     table: Frame = {
@@ -748,18 +841,39 @@ def _build_orders(seed: int, people: _People, customer_ids: np.ndarray, clock: _
         "currency": np.full(n, "EUR", dtype=object),
         "updated_at": np.minimum(updated, clock.cutoff - 1),
     }
-    return _Orders(table, cust, rank)
+    return _Orders(table, cust, rank, showcase)
+
+
+def _earlier_per_customer(orders: _Orders, flag: np.ndarray) -> np.ndarray:
+    """Per order: how many of the same customer's earlier orders have ``flag`` set."""
+    by_customer = np.lexsort((orders.rank, orders.customer_row))
+    flags = flag[by_customer].astype(np.int64)
+    before = np.cumsum(flags) - flags
+    customers = orders.customer_row[by_customer]
+    start = np.r_[True, customers[1:] != customers[:-1]]
+    group_start = np.maximum.accumulate(np.where(start, np.arange(len(flags)), 0))
+    out = np.empty(len(flags), dtype=np.int64)
+    out[by_customer] = before - before[group_start]
+    return out
 
 
 def _lead_products(
     rng: np.random.Generator, orders: _Orders, favourite: np.ndarray, cat: _Catalogue
 ) -> np.ndarray:
-    """The main product of each order: mostly the next step of the customer's favourite sequence."""
+    """The main product of each order: mostly the next step of the customer's favourite sequence.
+
+    An order takes the next step (lawn mower, then chainsaw, then brush cutter) with
+    probability 0.7 while steps remain: the step is the number of the customer's earlier
+    orders that took one, so a customer who skipped it once takes it on a later order.
+    """
     n = len(orders.rank)
-    fav = favourite[orders.customer_row]
-    stage = np.minimum(orders.rank, cat.stage_pool.shape[1] - 1)
+    showcase = orders.showcase >= 0  # the main product of its department (a first order: stage 0)
+    fav = np.where(showcase, orders.showcase, favourite[orders.customer_row])
     draw = rng.random(n)
-    follows = (orders.rank < cat.stage_pool.shape[1]) & (draw < 0.7)
+    steps = cat.stage_pool.shape[1]
+    taken_before = _earlier_per_customer(orders, draw < 0.7)
+    follows = ((draw < 0.7) & (taken_before < steps)) | showcase
+    stage = np.minimum(taken_before, steps - 1)
     count = cat.stage_count[fav, stage]
     in_sequence = cat.stage_pool[fav, stage, (rng.random(n) * count).astype(np.int64)]
     # Otherwise customers mostly stay with the things they like (the category's extras).
@@ -772,7 +886,12 @@ def _extra_products(rng: np.random.Generator, lead: np.ndarray, cat: _Catalogue)
     """Further lines: an accessory of the main product, an extra from its category, or anything."""
     n = len(lead)
     acc_count = cat.acc_count[lead]
-    accessory = cat.acc_pool[lead, (rng.random(n) * np.maximum(acc_count, 1)).astype(np.int64)]
+    # The first accessory listed is bought most often (weights 1, 1/2, 1/4, ...: a laptop's
+    # docking station before its cable and bag): index floor(-log2(1 - u (1 - 2^-count))).
+    share = rng.random(n) * (1.0 - np.exp2(-np.maximum(acc_count, 1)))
+    accessory = cat.acc_pool[
+        lead, np.minimum(np.floor(-np.log2(1.0 - share)), np.maximum(acc_count - 1, 0)).astype(np.int64)
+    ]
     category = cat.category[lead]
     same = cat.cat_pool[category, (rng.random(n) * cat.cat_count[category]).astype(np.int64)]
     anything = rng.choice(len(cat.weight), n, p=cat.weight)
@@ -788,6 +907,7 @@ def _order_lines(
     favourite = rng.choice(len(_CATEGORIES), n_customers)
     lead = _lead_products(rng, orders, favourite, cat)
     lines = 1 + np.minimum(rng.poisson(1.65, len(lead)), 5)
+    lines[orders.showcase >= 0] = 1  # the main product alone: its accessories are still to suggest
     order_row = np.repeat(np.arange(len(lead)), lines)
     first = np.r_[True, order_row[1:] != order_row[:-1]]
     product = np.where(first, lead[order_row], _extra_products(rng, lead[order_row], cat))
@@ -829,7 +949,8 @@ def _returns(
     n = len(order_row)
     ordered = orders.table["ordered_at"][order_row]
     at = ordered + rng.integers(2 * _DAY, 35 * _DAY, n)
-    placed = orders.table["status"][order_row] == "placed"
+    # Showcase orders keep their one line: a returned laptop would trigger no accessory message.
+    placed = (orders.table["status"][order_row] == "placed") & (orders.showcase[order_row] < 0)
     is_return = (rng.random(n) < 0.05) & placed & (at < clock.cutoff - 60)
     returned = np.where(is_return, 1 + (rng.random(n) * quantity).astype(np.int64), 0)
     np.maximum.at(orders.table["updated_at"], order_row[is_return], at[is_return])

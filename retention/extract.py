@@ -21,12 +21,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from sqlalchemy import Connection, Engine, Select, Table, select, type_coerce
+from sqlalchemy import Connection, Engine, Select, Table, func, select, type_coerce
 from sqlalchemy.types import NullType
 
 from retention import schema, source
 from retention.db import insert_ignore, upsert
+from retention.erasure import Tombstones, normal_id
 from retention.night import Night
+from retention.progress import Progress
 from retention.quality import Violation, check_row, prepare_row
 from retention.settings import LANGUAGES, Settings
 
@@ -43,6 +45,7 @@ class TableResult:
     read: int = 0
     loaded: int = 0
     recovered: int = 0  # rows held back on an earlier night for a missing parent, loaded now
+    skipped_erased: int = 0  # rows of forgotten people (retention.erasure): read, never loaded or held
     lower: dt.datetime | None = None  # rows updated from here (None: from the beginning)
     quarantined: Counter = field(default_factory=Counter)
 
@@ -63,6 +66,7 @@ class ExtractResult:
         return {
             "rows": {name: r.loaded for name, r in self.tables.items()},
             "recovered": {name: r.recovered for name, r in self.tables.items() if r.recovered},
+            "skipped_erased": {name: r.skipped_erased for name, r in self.tables.items() if r.skipped_erased},
             "read": {name: r.read for name, r in self.tables.items()},
             "lower_bounds": {
                 name: r.lower.isoformat() if r.lower else None for name, r in self.tables.items()
@@ -115,6 +119,7 @@ def extract(
     so that it sees, and reports, what the night's first run saw.
     """
     results = {}
+    tombstones = Tombstones.load(warehouse)  # erasure: the forgotten stay out (retention.erasure)
     for name in source.SOURCE_TABLES:
         lower = _lower_bound(warehouse, name, night, full_refresh)
         if earlier_lower and name in earlier_lower:
@@ -122,7 +127,9 @@ def extract(
             lower = (
                 None if earlier is None or lower is None else min(lower, dt.datetime.fromisoformat(earlier))
             )
-        results[name] = _extract_table(source_engine, warehouse, name, night, run_id, settings, lower)
+        results[name] = _extract_table(
+            source_engine, warehouse, name, night, run_id, settings, lower, tombstones
+        )
     return ExtractResult(results)
 
 
@@ -166,6 +173,16 @@ def _source_rows(
             yield [dict(row) for row in partition]
 
 
+def _count_source_rows(source_engine: Engine, name: str, lower: dt.datetime | None, upper: dt.datetime) -> int:
+    """How many rows the window holds (for the progress lines; the read itself streams)."""
+    table: Table = source.metadata.tables[name]
+    query = select(func.count()).select_from(table).where(table.c.updated_at < upper)
+    if lower is not None:
+        query = query.where(table.c.updated_at >= lower)
+    with source_engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
 def _extract_table(
     source_engine: Engine,
     warehouse: Engine,
@@ -174,6 +191,7 @@ def _extract_table(
     run_id: str,
     settings: Settings,
     lower: dt.datetime | None,
+    tombstones: Tombstones,
 ) -> TableResult:
     result = TableResult(name, lower=lower)
     upper = night.window_end_naive
@@ -181,31 +199,64 @@ def _extract_table(
     key = schema.STAGING_KEYS[name]
     previous_key: object = None
     copies = _Copies()
+    progress = Progress(f"extract {name}", _count_source_rows(source_engine, name, lower, upper), logger=log)
     for rows in _source_rows(source_engine, name, lower, upper, settings.chunk_size):
         chunk = _Chunk()
-        for row in rows:
+        for row in _without_erased(name, rows, tombstones, result):
             previous_key = _sort_row(name, key, row, previous_key, upper, chunk)
         with warehouse.begin() as conn:
             _check_references(conn, name, chunk)
-            _write(conn, name, chunk, night, run_id, settings, copies)
+            result.skipped_erased += _drop_erased_lines(source_engine, name, chunk, tombstones)
+            _write(conn, name, chunk, night, run_id, settings, copies, initial=lower is None)
         copies.keep_only(_key_text(rows[-1].get(key)))
         result.read += len(rows)
         result.loaded += len(chunk.good)
         result.quarantined.update(v.rule for _, v in chunk.bad)
-        log.info(
-            "extract %s: %d rows read, %d loaded, %d quarantined so far",
-            name,
-            result.read,
-            result.loaded,
-            result.bad,
-        )
-    result.recovered = _retry_orphans(source_engine, warehouse, name, night, run_id, settings)
+        progress.advance(len(rows))
+    progress.finish()
+    log.info("extract %s: %d rows read, %d loaded, %d quarantined", name, result.read, result.loaded, result.bad)
+    result.recovered = _retry_orphans(source_engine, warehouse, name, night, run_id, settings, tombstones)
     _advance_watermark(warehouse, name, night)
     return result
 
 
+# --- erasure: rows of forgotten people are skipped, never loaded nor quarantined ----------------------
+
+
+def _without_erased(name: str, rows: list[dict], tombstones: Tombstones, result: TableResult) -> list[dict]:
+    """The rows that are not a forgotten person's (a customer by id or address, their orders)."""
+    if not tombstones:
+        return rows
+    kept = [row for row in rows if not tombstones.erased_row(name, row)]
+    result.skipped_erased += len(rows) - len(kept)
+    return kept
+
+
+def _drop_erased_lines(source_engine: Engine, name: str, chunk: _Chunk, tombstones: Tombstones) -> int:
+    """Drop the held-back order lines whose order is a forgotten person's.
+
+    An order line names no customer, so the orders of the lines held back (whatever the rule:
+    a forgotten person's order is not in staging, and a bad line of it must not reach the
+    quarantine either) are looked up in the shop. Good lines have their order in staging, so
+    none of them can be a forgotten person's; a night without bad lines looks up nothing.
+    """
+    if name != "order_items" or not tombstones or not chunk.bad:
+        return 0
+    with source_engine.connect() as conn:
+        erased = tombstones.erased_orders(source.orders, conn, [raw.get("order_id") for raw, _ in chunk.bad])
+    before = len(chunk.bad)
+    chunk.bad = [(raw, v) for raw, v in chunk.bad if normal_id(raw.get("order_id")) not in erased]
+    return before - len(chunk.bad)
+
+
 def _retry_orphans(
-    source_engine: Engine, warehouse: Engine, name: str, night: Night, run_id: str, settings: Settings
+    source_engine: Engine,
+    warehouse: Engine,
+    name: str,
+    night: Night,
+    run_id: str,
+    settings: Settings,
+    tombstones: Tombstones,
 ) -> int:
     """Load rows held back earlier because their parent was missing, if the parent has arrived.
 
@@ -248,6 +299,8 @@ def _retry_orphans(
             )
         chunk, previous = _Chunk(), None
         for row in rows:
+            if tombstones.erased_row(name, dict(row)):  # erasure: a forgotten person's row stays out
+                continue
             previous = _sort_row(name, key, dict(row), previous, night.window_end_naive, chunk)
         with warehouse.begin() as conn:
             _check_references(conn, name, chunk)
@@ -329,10 +382,12 @@ def _write(
     run_id: str,
     settings: Settings,
     copies: _Copies,
+    initial: bool = False,
 ) -> None:
+    """Stage the good rows, quarantine the bad; ``initial``: a read from the beginning (full load)."""
     table = schema.STAGING[name]
     key = schema.STAGING_KEYS[name]
-    staged = [_clean(name, row, night, settings) for row, _ in chunk.good]
+    staged = [_clean(name, row, night, settings, initial) for row, _ in chunk.good]
     upsert(conn, table, staged, key, insert_only=("arrived_night",) if name == "orders" else ())
     insert_ignore(
         conn,
@@ -343,7 +398,7 @@ def _write(
     _record_changed_customers(conn, name, staged, night)
 
 
-def _clean(name: str, row: dict, night: Night, settings: Settings) -> dict:
+def _clean(name: str, row: dict, night: Night, settings: Settings, initial: bool = False) -> dict:
     """Staging only tidies: trims text, fills safe defaults. Business logic starts in the marts."""
     out = dict(row)  # prepare_row made it: exactly the staging columns
     out["loaded_night"] = night.date
@@ -360,7 +415,11 @@ def _clean(name: str, row: dict, night: Night, settings: Settings) -> dict:
         out["currency"] = row.get("currency") or settings.currency
     elif name == "orders":
         out["currency"] = row.get("currency") or settings.currency
-        out["arrived_night"] = night.date  # kept from the first extract on (upsert's insert_only)
+        # The night the order arrived, kept from its first extract on (upsert's insert_only).
+        # A full load's history (rows changed before tonight's window) was there all along:
+        # unknown (NULL), which the follow-ups read as "arrived in time".
+        history = initial and row["updated_at"] < night.window_start_naive
+        out["arrived_night"] = None if history else night.date
     elif name == "order_items":
         out["returned_quantity"] = row.get("returned_quantity") or 0
     return out

@@ -49,7 +49,7 @@ from retention.render import (
 from retention.samples import OCCASIONS, sample_context, sample_contexts
 from retention.settings import LANGUAGES
 
-__all__ = ["MAX_LOOP_ITERATIONS", "MAX_SUBJECT", "Problem", "lint", "preview", "template_files"]
+__all__ = ["MAX_LOOP_ITERATIONS", "MAX_SUBJECT", "Problem", "lint", "preview", "template_files", "verdict"]
 
 #: Nested loops over constant ranges that together run more often than this are refused:
 #: a message needs a few dozen iterations, not millions (and each costs render time).
@@ -124,6 +124,33 @@ def lint(
         for occasion, language in template_files(root):
             problems += _lint_template(renderer, pool, occasion, language, shop_name, shop_url)
     return list(dict.fromkeys(problems))
+
+
+def verdict(
+    problems: list[Problem], pairs: list[tuple[str, str]], root: Path | None = None
+) -> dict[str, str]:
+    """Which ``occasion/language`` a lint blocks, and why (its first error, with file paths
+    relative to ``root`` when given: ``thank_you/en.jinja:4: ...``).
+
+    An error of one template blocks that occasion in that language; an error that belongs
+    to no one template (the layout, a strings file) blocks every pair. Warnings block
+    nothing. The nightly render and the ``retention_templates`` DAG both use this.
+    """
+    errors = [problem for problem in problems if problem.is_error]
+    everyone = next((problem for problem in errors if problem.occasion is None), None)
+    blocked = {}
+    for occasion, language in pairs:
+        own = next((p for p in errors if (p.occasion, p.language) == (occasion, language)), None)
+        if own or everyone:
+            blocked[f"{occasion}/{language}"] = _relative(own or everyone, root)
+    return blocked
+
+
+def _relative(problem: Problem, root: Path | None) -> str:
+    if root is None or not Path(problem.file).is_relative_to(root):
+        return str(problem)
+    file = Path(problem.file).relative_to(root).as_posix()
+    return str(Problem(file, problem.line, problem.message, problem.severity))
 
 
 def preview(

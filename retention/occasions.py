@@ -232,10 +232,11 @@ def _arrived_from(conn: Connection, night: Night) -> dt.datetime:
     return min(dt.datetime.fromisoformat(lower), night.window_start_naive)
 
 
-def _thanked_orders(conn: Connection, night: Night, ids: set[int]) -> set[tuple[int, int]]:
-    """(customer, order) pairs a thank_you was decided for on an earlier night, in any status."""
+def _thanked_orders(conn: Connection, night: Night, ids: set[int]) -> tuple[set[tuple[int, int]], set[int]]:
+    """(customer, order) pairs a thank_you was decided for on an earlier night, in any status;
+    and the customers whose first order was among them."""
     occ = schema.occasions
-    found = set()
+    found, first_thanked = set(), set()
     ordered = sorted(ids)
     for start in range(0, len(ordered), 5000):
         rows = conn.execute(
@@ -245,8 +246,12 @@ def _thanked_orders(conn: Connection, night: Night, ids: set[int]) -> set[tuple[
                 occ.c.customer_id.in_(ordered[start : start + 5000]),
             )
         )
-        found.update((row.customer_id, json.loads(row.details).get("order_id")) for row in rows)
-    return found
+        for row in rows:
+            details = json.loads(row.details)
+            found.add((row.customer_id, details.get("order_id")))
+            if details.get("first_order"):
+                first_thanked.add(row.customer_id)
+    return found, first_thanked
 
 
 def _nights_late(ordered_at: dt.datetime | str, night: Night) -> int:
@@ -262,11 +267,16 @@ def _keep_thanks(conn: Connection, candidates: list[dict], night: Night, setting
     a first order more than ``thank_you_max_age_days`` nights late is kept as a skip with
     its reason, so that it is recorded, never silently dropped.
     """
-    decided = _thanked_orders(conn, night, {row["customer_id"] for row in candidates})
+    decided, first_thanked = _thanked_orders(conn, night, {row["customer_id"] for row in candidates})
     by_customer: dict[int, list[dict]] = defaultdict(list)
     for row in candidates:
-        if (row["customer_id"], row["order_id"]) not in decided:
-            by_customer[row["customer_id"]].append(row)
+        if (row["customer_id"], row["order_id"]) in decided:
+            continue
+        if row["first_order"] and row["customer_id"] in first_thanked:
+            # An order placed earlier arrived after the first one was thanked: it is now the
+            # first order, but the customer has had their welcome; never a second one.
+            continue
+        by_customer[row["customer_id"]].append(row)
     limit = settings.thank_you_max_age_days
     kept = []
     for customer_id in sorted(by_customer):

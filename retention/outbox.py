@@ -20,6 +20,7 @@ import json
 import logging
 from collections import Counter, defaultdict
 from email.utils import parseaddr
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, and_, select
@@ -28,6 +29,7 @@ from retention import schema
 from retention.contexts import Lookups, context_for, gather
 from retention.db import insert_ignore
 from retention.night import Night
+from retention.progress import Progress
 from retention.render import Message, Renderer, RenderLimits, RenderPool, TemplateProblem
 from retention.settings import Settings
 from retention.unsubscribe import sign
@@ -70,8 +72,23 @@ def fill(warehouse: Engine, night: Night, settings: Settings, secret: bytes) -> 
         groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
         for item in pending:
             groups[(item["occasion"], item["language"])].append(item)
+        blocked = _lint_verdict(settings, limits, renderer, list(groups))
+        progress = Progress("render", len(pending), unit="messages", logger=log)
         with RenderPool(settings.templates_path, settings.default_language, limits) as pool:
             for (occasion, language), items in sorted(groups.items()):
+                progress.advance(len(items))
+                if f"{occasion}/{language}" in blocked:
+                    problem = blocked[f"{occasion}/{language}"]
+                    failures[f"{occasion}/{language}"] = problem
+                    log.error(
+                        "%s in %s blocked by lint for %d customers: %s",
+                        occasion,
+                        language,
+                        len(items),
+                        problem,
+                    )
+                    _mark(conn, items, "blocked", f"template: {problem}"[:1000])
+                    continue
                 try:
                     rows = _render_group(pool, renderer, items, lookups, night, settings, secret, missing)
                 except TemplateProblem as problem:
@@ -89,8 +106,40 @@ def fill(warehouse: Engine, night: Night, settings: Settings, secret: bytes) -> 
                         rows[start : start + 1000],
                         ("customer_id", "occasion", "occasion_date"),
                     )
+    progress.finish()
     log.info("outbox: %d new messages %s", sum(counts.values()), dict(counts))
     return {"queued": dict(counts), "template_failures": failures, "missing_data": dict(missing)}
+
+
+def _lint_verdict(
+    settings: Settings,
+    limits: RenderLimits,
+    renderer: Renderer | TemplateProblem,
+    pairs: list[tuple[str, str]],
+) -> dict[str, str]:
+    """The linter's verdict on tonight's templates (``retention.lint.verdict``), the same one the
+    ``retention_templates`` DAG and ``retention templates lint`` give: a template whose sample
+    customers fail is blocked even if tonight's customers happen to render. A language without
+    its own template is judged by the file it falls back to."""
+    from retention.lint import lint, verdict
+
+    if not pairs or isinstance(renderer, TemplateProblem):
+        return {}  # nothing to render, or nothing can render (fill reports that itself)
+    problems = lint(
+        settings.templates_path, settings.default_language, settings.shop_name, settings.shop_url, limits
+    )
+    files = {}
+    for pair in pairs:
+        try:
+            files[pair] = tuple(renderer.template_name(*pair).removesuffix(".jinja").split("/"))
+        except TemplateProblem:
+            continue  # no template at all: the render reports it for this pair
+    by_file = verdict(problems, sorted(set(files.values())), Path(settings.templates_path).resolve())
+    return {
+        f"{o}/{lang}": by_file[f"{fo}/{fl}"]
+        for (o, lang), (fo, fl) in files.items()
+        if f"{fo}/{fl}" in by_file
+    }
 
 
 def _render_group(
@@ -164,7 +213,7 @@ def _context(
 ) -> dict | None:
     """One message's context; a message whose data vanished is skipped and counted, not fatal."""
     unsubscribe_url = (
-        f"{settings.shop_url}/unsubscribe?token={sign(secret, item['customer_id'], item['email'])}"
+        f"{settings.unsubscribe_url}?token={sign(secret, item['customer_id'], item['email'])}"
     )
     try:
         return context_for(item, lookups, settings, unsubscribe_url)

@@ -274,7 +274,7 @@ def stage_segments(settings: Settings, night: Night, run_id: str) -> dict:
             night.date, summary, settings.home_dir / "reports" / f"segments-{night}.png"
         )
         log.info("%s\nChart: %s", segments.format_summary(night.date, summary), chart)
-        counts.update({"fits": fits, "summary": summary, "chart": str(chart)})
+        counts.update({"fits": fits, "summary": summary, "chart": str(chart) if chart else None})
     return counts
 
 
@@ -337,7 +337,7 @@ def stage_deliver(
         smtp,
         until=until,
         sender=settings.sender,
-        shop_url=settings.shop_url,
+        shop_url=settings.unsubscribe_base,  # the List-Unsubscribe URL's base
         secret=secret or secret_from_env(),
         dry_run=dry_run or settings.delivery_dry_run,
         policy=DeliveryPolicy.from_settings(settings),

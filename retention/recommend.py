@@ -5,11 +5,15 @@ Two kinds of rules are learnt from all customers' histories every night and repl
 
 * ``next_purchase`` (``sql/marts/product_rules_sequence.sql``): customers who first
   bought A and later, in another order, first bought B;
-* ``accessory`` (``sql/marts/product_rules_basket.sql``): A and B in the same basket
-  (placed order), plus the catalogue's own accessory pairs once bought together.
+* ``next_category`` (``sql/marts/product_rules_category.sql``): customers who first bought
+  in category CA and later first bought in CB, as rules from every product of CA to the
+  product of CB most chosen after CA (feeds next-purchase suggestions too);
+* ``accessory`` (``sql/marts/product_rules_basket.sql``): from a main product to what goes
+  with it: the catalogue's ``accessory_for`` pairs, and basket rules in that direction only.
 
 ``recommendations`` (``sql/marts/recommendations.sql``) then holds, per customer and
-kind, the ``top_n`` best products the customer does not have yet, each with the rule's
+kind (``next_purchase``, ``accessory``), the ``top_n`` best products the customer does
+not have yet, those following from their last order first, each with the rule's
 antecedent as the reason and an English explanation sentence. They are recomputed for
 the customers changed in the night, or for everyone in a full rebuild. Every figure
 comes from SQL; no table is loaded into Python.
@@ -22,28 +26,44 @@ with 1 % of the customers changed under 1 s more.
 
 from __future__ import annotations
 
+import datetime as dt
+
 from sqlalchemy import Connection, func, select, text
 
 from retention import schema
 from retention.night import Night
 from retention.sqlmodels import materialize
 
-__all__ = ["KINDS", "build_rules", "build_recommendations"]
+__all__ = ["KINDS", "RULE_KIND_FOR", "build_rules", "build_recommendations"]
 
 #: Rule kinds and the model that learns each, in rule-id order.
 KINDS: dict[str, str] = {
     "next_purchase": "marts/product_rules_sequence",
     "accessory": "marts/product_rules_basket",
+    "next_category": "marts/product_rules_category",
+}
+
+#: The recommendation (and occasion) kind each rule kind feeds.
+RULE_KIND_FOR: dict[str, str] = {
+    "next_purchase": "next_purchase",
+    "next_category": "next_purchase",
+    "accessory": "accessory",
 }
 
 
 def build_rules(
-    conn: Connection, night: Night, *, min_pairs: int = 3, min_confidence: float = 0.05
+    conn: Connection,
+    night: Night,
+    *,
+    min_pairs: int = 3,
+    min_confidence: float = 0.05,
+    cutoff: dt.datetime | None = None,
 ) -> dict[str, int]:
     """Replace all of ``product_rules`` with tonight's rules; return the count per kind.
 
     The first kind's materialisation deletes the whole table, so ids never collide with
-    stale rows; each later kind numbers its rules after the ones already written.
+    stale rows; each later kind numbers its rules after the ones already written. With
+    ``cutoff`` (naive UTC) only orders before it are learnt from (offline evaluation).
     """
     rules = schema.product_rules
     counts: dict[str, int] = {}
@@ -54,9 +74,10 @@ def build_rules(
             "min_pairs": int(min_pairs),
             "min_confidence": float(min_confidence),
             "rule_id_offset": offset,
+            "cutoff": cutoff,
         }
         scope = None if position == 0 else rules.c.kind == kind
-        counts[kind] = materialize(conn, model, rules, params, scope)
+        counts[kind] = materialize(conn, model, rules, params, scope, before_cutoff=cutoff is not None)
         offset += counts[kind]
     return counts
 

@@ -719,6 +719,28 @@ def _render_chunk(
         return _problem(exc, name, Path(templates))
 
 
+def _allow_children() -> bool | None:
+    """Let this process start the render worker even if multiprocessing calls it daemonic.
+
+    A Celery worker runs tasks in daemonic pool processes, and Airflow forks the task from
+    one, so multiprocessing refuses ("daemonic processes are not allowed to have children").
+    The rule protects children from being orphaned when a daemon is killed at exit; the
+    render worker is ours, stopped in :meth:`RenderPool.close` and bounded by its own
+    timeouts. There is no public switch: the flag lives in ``_config``. Returns the value to
+    restore (``None``: nothing was changed).
+    """
+    config = multiprocessing.current_process()._config  # noqa: SLF001 - see above
+    if not config.get("daemon"):
+        return None
+    config["daemon"] = False
+    return True
+
+
+def _restore_daemon_flag(previous: bool | None) -> None:
+    if previous is not None:
+        multiprocessing.current_process()._config["daemon"] = previous  # noqa: SLF001
+
+
 class RenderPool:
     """Render in a worker process that can be killed: the hard bounds of a template.
 
@@ -747,6 +769,7 @@ class RenderPool:
         self._pool = ProcessPool(
             max_workers=1, initializer=_worker_init, initargs=(self.limits.memory_mb,), context=context
         )
+        self._daemon_flag = _allow_children()
 
     def __enter__(self) -> RenderPool:
         return self
@@ -757,6 +780,7 @@ class RenderPool:
     def close(self) -> None:
         self._pool.stop()
         self._pool.join()
+        _restore_daemon_flag(self._daemon_flag)
 
     def hard_timeout(self, renders: int) -> float:
         return self.grace_seconds + self.limits.timeout_seconds * max(renders, 1) * 1.5

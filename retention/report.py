@@ -41,7 +41,12 @@ def night_report(engine: Engine, night: dt.date) -> dict:
     with engine.connect() as conn:
         extracted = stage_counts(conn, night, "extract")
         if extracted is not None:
-            report["extract"] = {"rows": extracted["rows"], "quarantined": extracted["quarantined"]}
+            report["extract"] = {
+                "rows": extracted["rows"],
+                "quarantined": extracted["quarantined"],
+                # rows of forgotten people the extract read and left out (retention.erasure)
+                "skipped_erased": extracted.get("skipped_erased", {}),
+            }
         segmented = stage_counts(conn, night, "segments")
         if segmented is not None:
             from retention.segments import segment_summary
@@ -161,6 +166,9 @@ def format_report(report: dict) -> str:
         rows = ", ".join(f"{t} {n}" for t, n in report["extract"]["rows"].items())
         bad = ", ".join(f"{r} {n}" for r, n in report["extract"]["quarantined"].items()) or "none"
         lines += [f"  extracted:   {rows}", f"  quarantined: {bad}"]
+        if report["extract"].get("skipped_erased"):
+            erased = ", ".join(f"{t} {n}" for t, n in report["extract"]["skipped_erased"].items())
+            lines.append(f"  skipped (forgotten people): {erased}")
     if "segments" in report:
         seg = report["segments"]
         lines.append(

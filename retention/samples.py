@@ -127,6 +127,10 @@ _ESPRESSO = ("KIT-00041", "Caffora Plus 2 Espresso Machine", "649.00")
 _GRINDER = ("KIT-00047", "Caffora Compact 1 Coffee Grinder", "179.00")
 _LAPTOP = ("COM-00012", "Voltra Pro 4 Laptop", "1499.00")
 _DOCK = ("COM-00031", "Kestrel Classic 1 Docking Station", "149.00")
+_MOWER = ("GAR-00003", "Greenvale Plus 470 Lawn Mower", "599.00")
+_CHAINSAW = ("GAR-00008", "Hortex Compact 260 Chainsaw", "299.00")
+_BIKE = ("CYC-00101", "Velomark Pro 870 City Bike", "1299.00")
+_LOCK = ("CYC-00115", "Ridgeway Classic 40 Bike Lock", "39.00")
 _NEW_GARDEN = (
     ("GAR-00118", "Greenvale Eco 2 Hedge Trimmer", "129.00"),
     ("GAR-00121", "Hortex Sport 1 Garden Hose 25 m", "39.90"),
@@ -180,12 +184,25 @@ def _feedback(fmt: _Formatter) -> list[dict]:
 
 def _next_purchase(fmt: _Formatter) -> list[dict]:
     fields = {"product": fmt.product(*_GRINDER), "because": {"name": _ESPRESSO[1]}}
-    # Without a known share (no rule, or a weak one) templates leave the number out.
-    return [{**fields, "share": 38}, {**fields, "share": 0}]
+    garden = {"product": fmt.product(*_CHAINSAW), "because": {"name": _MOWER[1]}}
+    return [
+        {**fields, "share": 38, "similar": False},
+        # Without a known share (no rule, or a weak one) templates leave the number out.
+        {**fields, "share": 0, "similar": False},
+        # A category-level rule: 29 % of lawn-mower buyers chose a chainsaw next.
+        {**garden, "share": 29, "similar": True},
+    ]
 
 
 def _accessory(fmt: _Formatter) -> list[dict]:
-    return [{"product": fmt.product(*_DOCK), "because": {"name": _LAPTOP[1]}}]
+    fields = {"product": fmt.product(*_DOCK), "because": {"name": _LAPTOP[1]}}
+    return [
+        {**fields, "share": 64, "made_for": True},
+        # Made for it, but new: never bought together yet, so no share to quote.
+        {**fields, "share": 0, "made_for": True},
+        # A basket rule, no catalogue relation: a bike lock with a city bike.
+        {"product": fmt.product(*_LOCK), "because": {"name": _BIKE[1]}, "share": 23, "made_for": False},
+    ]
 
 
 def _new_stock(fmt: _Formatter) -> list[dict]:

@@ -200,6 +200,9 @@ customer_facts = Table(
     Column("returns_value", Total, nullable=False),
     Column("margin", Total, nullable=False),  # (price - cost) of kept items
     Column("avg_order_value", Total),
+    # Gamma-Gamma's monetary value (issue #12): kept revenue of the order days after the first
+    # / (order_days - 1); NULL with one order day (migration 0005)
+    Column("repeat_avg_order_value", Total),
     Column("usual_gap_days", Numeric(10, 2)),  # mean days between distinct order days
     Column("preferred_category", String(64)),  # by revenue, ties by name
     Column("orders_12m", Integer, nullable=False),  # trailing year before the night
@@ -372,4 +375,26 @@ suppression = Table(
     Column("email_hash", String(64), primary_key=True),
     Column("reason", String(64), nullable=False),
     Column("night", Date),
+)
+
+# --- erasure (GDPR art. 17, ``retention.erasure``) -------------------------------------------------
+
+# A forgotten person's tombstone: one row per identifier (customer id, address), as a salted hash
+# that cannot be read back; the extract skips shop rows that match one. Nothing else is kept.
+erasures = Table(
+    "erasures",
+    metadata,
+    # HMAC-SHA256 of "<kind>:<normalised value>" keyed with this warehouse's erasure salt.
+    Column("identity_hash", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),  # customer_id, email
+    Column("erased_on", Date, nullable=False),  # the day of the request (audit)
+)
+
+# The salt of the tombstones' hashes: random, made by the first erasure, never changed (a new
+# salt would let the forgotten back in). One row.
+erasure_salt = Table(
+    "erasure_salt",
+    metadata,
+    Column("salt_id", Integer, primary_key=True, autoincrement=False),  # always 1
+    Column("salt", String(64), nullable=False),
 )

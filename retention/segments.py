@@ -529,9 +529,17 @@ def format_summary(night: dt.date, summary: dict) -> str:
     return "\n".join(lines)
 
 
-def draw_chart(night: dt.date, summary: dict, path: Path) -> Path:
-    """A PNG of customers per RFM segment, ABC class and lifecycle phase."""
-    import matplotlib
+def draw_chart(night: dt.date, summary: dict, path: Path) -> Path | None:
+    """A PNG of customers per RFM segment, ABC class and lifecycle phase.
+
+    ``None`` when matplotlib is not installed (the ``charts`` extra): the chart is for people
+    looking at a demo, the night's figures are in the report either way.
+    """
+    try:
+        import matplotlib
+    except ModuleNotFoundError:
+        log.info("segments chart skipped: matplotlib is not installed (pip install 'retention[charts]')")
+        return None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

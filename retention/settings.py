@@ -203,12 +203,20 @@ class Settings(BaseSettings):
     unsubscribe_mailto: str | None = Field(
         None, description="Address of the mailto unsubscribe link (default unsubscribe@<sender domain>)."
     )
+    unsubscribe_base_url: str | None = Field(
+        None,
+        description="Public base URL under which the unsubscribe endpoint is served; links in messages "
+        "are <this>/unsubscribe?token=... (default: RETENTION_SHOP_URL).",
+    )
+    unsubscribe_rate_per_minute: int = Field(
+        30, ge=1, description="Requests per minute one client address may make to the unsubscribe endpoint."
+    )
 
     sender: str = Field("Retention Demo Shop <shop@example.com>", description="From address of messages.")
     shop_name: str = Field("Nordlicht Shop", description="Shop name as it appears in messages.")
     shop_url: str = Field("https://shop.example.com", description="Base URL for links in messages.")
     templates_dir: Path | None = Field(
-        None, description="Folder of message templates (default: repo templates/)."
+        None, description="Folder of message templates (default: the templates shipped in the package)."
     )
     template_max_bytes: int = Field(
         65536, ge=1024, description="Largest template file (also the layout and anything included), in bytes."
@@ -281,7 +289,19 @@ class Settings(BaseSettings):
     def templates_path(self) -> Path:
         if self.templates_dir:
             return self.templates_dir.expanduser().resolve()
-        return Path(__file__).resolve().parent.parent / "templates"
+        from retention.resources import templates_folder
+
+        return templates_folder()
+
+    @property
+    def unsubscribe_base(self) -> str:
+        """Base URL of the public unsubscribe endpoint, without a trailing slash."""
+        return (self.unsubscribe_base_url or self.shop_url).rstrip("/")
+
+    @property
+    def unsubscribe_url(self) -> str:
+        """The one-click unsubscribe URL that messages link to (before ``?token=``)."""
+        return f"{self.unsubscribe_base}/unsubscribe"
 
     @property
     def mail_dir(self) -> Path:

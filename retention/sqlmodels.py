@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import datetime as dt
 from functools import cache
-from pathlib import Path
 
 import jinja2
 from sqlalchemy import Connection, Table, text
 from sqlalchemy.sql.elements import ColumnElement
 
+from retention.resources import sql_folder
+
 __all__ = ["SQL_DIR", "render", "select_model", "materialize"]
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+#: The models ship inside the package (``retention._sql``, mapped from the repository's ``sql/``).
+SQL_DIR = sql_folder()
 
 
 @cache

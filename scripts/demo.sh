@@ -11,6 +11,8 @@ SMTP_PORT="${DEMO_SMTP_PORT:-8025}"
 
 export RETENTION_HOME="$ROOT/var"
 export RETENTION_UNSUBSCRIBE_SECRET="${RETENTION_UNSUBSCRIBE_SECRET:-demo-only-secret-not-for-production}"
+# The messages' unsubscribe links point at the api-server that `make ui` starts (plugins/retention_ui.py).
+export RETENTION_UNSUBSCRIBE_BASE_URL="${RETENTION_UNSUBSCRIBE_BASE_URL:-http://localhost:${UI_PORT:-8080}/retention-public}"
 export AIRFLOW_HOME="$ROOT/var/airflow"
 export AIRFLOW__CORE__DAGS_FOLDER="$ROOT/dags"
 export AIRFLOW__CORE__PLUGINS_FOLDER="$ROOT/plugins"

@@ -47,3 +47,15 @@ def run(args: list[str], env: dict[str, str], cwd: Path = ROOT) -> subprocess.Co
         f"{' '.join(args)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     )
     return proc
+
+
+def probe(code: str, env: dict[str, str], *args: str, timeout: int = 300) -> str:
+    """Run Python ``code`` (with ``args`` in sys.argv) in Airflow's environment; its last line.
+
+    For calling a DAG's task callables as Airflow parses them, without a scheduler.
+    """
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.strip().splitlines()[-1]

@@ -78,6 +78,9 @@ FAILURES = {
         ["retention templates"],
     ),
     "lint-no-folder": (["templates", "lint", "--dir", "MISSING_DIR"], ["no-templates-here"]),
+    "forget-corrupt": (["forget", "7", "--url", "CORRUPT"], ["retention forget: error", "not a database"]),
+    "forget-unknown": (["forget", "7", "--url", "EMPTY"], ["retention forget: no customer with id 7"]),
+    "forget-not-a-person": (["forget", "Jane Doe", "--url", "EMPTY"], ["retention forget:", "neither"]),
 }
 
 

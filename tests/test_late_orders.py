@@ -191,3 +191,31 @@ def test_follow_ups_of_a_late_order_count_from_its_arrival(settings, shop, occas
         2: (start + day).isoformat(),
         3: (start + dt.timedelta(days=1) + day).isoformat(),
     }
+
+
+@pytest.mark.parametrize(("occasion", "delay"), [("accessory", 3), ("next_purchase", 14)])
+def test_a_first_loads_history_gets_its_follow_ups_on_time(settings, shop, occasion, delay) -> None:
+    """The very first night reads the whole shop: its older orders are not late arrivals."""
+    settings = settings.with_overrides(occasion_priority=occasion)
+    first = dt.date(2026, 11, 20)
+    shop.customer(1)
+    placed = first - dt.timedelta(days=delay + 1)  # own night: first - delay
+    at = _local(placed.year, placed.month, placed.day, 12, 0)
+    _order(shop, 10, 1, at, at)
+    _night(settings, (first - dt.timedelta(days=1)).isoformat())  # the first (full) load
+    _suggest(settings, 1, occasion, first - dt.timedelta(days=1))
+    _night(settings, first.isoformat())
+    assert _follow_ups(settings, occasion) == {1: first.isoformat()}
+
+
+def test_an_earlier_order_arriving_after_the_first_was_thanked_is_no_second_welcome(settings, shop) -> None:
+    """The late order becomes the customer's first, but they have had their first-order thank-you."""
+    shop.customer(1)
+    _order(shop, 20, 1, _local(2026, 11, 20, 9, 0), _local(2026, 11, 20, 9, 0))  # on time: night 21st
+    _order(
+        shop, 10, 1, _local(2026, 11, 19, 22, 0), _local(2026, 11, 21, 9, 0)
+    )  # placed earlier, arrives late
+    _night(settings, "2026-11-21")
+    assert _thanks(settings, "2026-11-21") == {1: ("selected", None, 20)}
+    _night(settings, "2026-11-22")
+    assert _thanks(settings, "2026-11-22") == {}

@@ -51,3 +51,18 @@ def test_item_3_dags_test_with_a_bare_date_is_that_night_in_los_angeles(tmp_path
     assert nights == {"2026-11-22"}
     assert json.loads(extract)["read"]["orders"] == 1
     assert thanks == [(1, "2026-11-22", "selected")]
+
+    # Lineage (issue #14, item 6): each written asset got an event carrying the stage's counts.
+    metadata = create_engine(f"sqlite:///{tmp_path / 'airflow' / 'airflow.db'}")
+    with metadata.connect() as conn:
+        events = dict(
+            conn.execute(
+                text(
+                    "select asset.uri, asset_event.extra from asset_event join asset on asset.id = asset_event.asset_id"
+                )
+            ).all()
+        )
+    metadata.dispose()
+    staging = json.loads(events["warehouse://retention/staging"])
+    assert staging["rows"]["orders"] == 1 and staging["read"]["customers"] == 1
+    assert json.loads(events["warehouse://retention/outbox"])["queued"] == {"thank_you": 1}

@@ -3,9 +3,20 @@
 
   Grain: customer. Cancelled orders are excluded from every figure except
   `cancelled_orders`; revenue and margin are net of returned items. The trailing-year
-  figures cover [year_start, window_end). Incremental: only the customers listed in
-  `changed_customers` for the night are recomputed (the caller adds those whose
-  orders rolled out of the trailing year).
+  figures cover [year_start, window_end).
+
+  Two order values: `avg_order_value`, revenue per placed order; and
+  `repeat_avg_order_value`, the Gamma-Gamma model's monetary value (Fader, Hardie & Lee
+  2005): the mean value of the REPEAT transactions, a transaction being an order day (UTC),
+  as BG/NBD counts them (`order_days`):
+      kept revenue of the order days after the first / (order_days - 1)
+  NULL for customers with one order day (no repeat transaction). The first order is left
+  out because it differs (issue #12: in the demo, first orders average about twice the
+  repeat ones). Both divide by 1.0 * ...: SQLite stores a whole-euro price as an integer,
+  and integer / integer would truncate.
+
+  Incremental: only the customers listed in `changed_customers` for the night are
+  recomputed (the caller adds those whose orders rolled out of the trailing year).
   Params: night (date), year_start, window_end (naive UTC timestamps).
 -#}
 with customers as (
@@ -21,7 +32,16 @@ all_orders as (
 ),
 
 orders as (
-    select order_id, customer_id, ordered_at
+    select
+        order_id,
+        customer_id,
+        ordered_at,
+        -- the customer's first order day: lines of later days are repeat transactions
+        case
+            when {{ day_of("ordered_at") }} > min({{ day_of("ordered_at") }}) over (partition by customer_id)
+                then 1
+            else 0
+        end as repeat_day
     from all_orders
     where status = 'placed'
 ),
@@ -31,6 +51,7 @@ lines as (
         orders.order_id,
         orders.customer_id,
         orders.ordered_at,
+        orders.repeat_day,
         products.category,
         items.quantity,
         items.returned_quantity,
@@ -50,6 +71,7 @@ line_totals as (
         sum(quantity) as items,
         sum(returned_quantity) as returned_items,
         sum(revenue) as revenue,
+        sum(case when repeat_day = 1 then revenue else 0 end) as repeat_revenue,
         sum(returns_value) as returns_value,
         sum(margin) as margin,
         sum(case when ordered_at >= {{ ts("year_start") }} then revenue else 0 end) as revenue_12m,
@@ -81,6 +103,7 @@ per_customer as (
         coalesce(line_totals.items, 0) as items,
         coalesce(line_totals.returned_items, 0) as returned_items,
         coalesce(line_totals.revenue, 0) as revenue,
+        coalesce(line_totals.repeat_revenue, 0) as repeat_revenue,
         coalesce(line_totals.returns_value, 0) as returns_value,
         coalesce(line_totals.margin, 0) as margin,
         coalesce(line_totals.revenue_12m, 0) as revenue_12m,
@@ -130,8 +153,12 @@ final as (
         round(coalesce(per_customer.returns_value, 0), 2) as returns_value,
         round(coalesce(per_customer.margin, 0), 2) as margin,
         case
-            when per_customer.orders > 0 then round(per_customer.revenue / per_customer.orders, 2)
+            when per_customer.orders > 0 then round(1.0 * per_customer.revenue / per_customer.orders, 2)
         end as avg_order_value,
+        case
+            when per_customer.order_days > 1
+                then round(1.0 * per_customer.repeat_revenue / (per_customer.order_days - 1), 2)
+        end as repeat_avg_order_value,
         case
             when per_customer.order_days > 1
                 then round(

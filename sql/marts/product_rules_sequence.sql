@@ -26,8 +26,12 @@
   same product and the number of orders do not add to it.
 
   Params: night (date), min_pairs (int), min_confidence (float), rule_id_offset (int:
-  rule ids continue after those of the other kind, so both kinds share the table).
+  rule ids continue after those of the other kind, so both kinds share the table); with the
+  flag before_cutoff, cutoff (timestamp): only orders before it (offline evaluation).
 -#}
+{% macro before_cutoff_only() -%}
+{%- if before_cutoff | default(false) -%}and orders.ordered_at < {{ ts("cutoff") }}{%- endif -%}
+{%- endmacro %}
 with purchases as (
     select
         orders.customer_id,
@@ -37,6 +41,7 @@ with purchases as (
     inner join stg_order_items as items on items.order_id = orders.order_id
     where orders.status = 'placed'
       and items.quantity > items.returned_quantity
+      {{ before_cutoff_only() }}
 ),
 
 first_purchases as (

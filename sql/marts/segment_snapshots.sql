@@ -16,7 +16,7 @@ with facts as (
         revenue_12m,
         margin_12m,
         orders_12m,
-        avg_order_value,
+        repeat_avg_order_value,
         usual_gap_days,
         case when orders > 0 then {{ days_between("last_order_at", ts("window_end")) }} end as recency_days,
         case when orders > 0 then {{ days_between("first_order_at", ts("window_end")) }} end as tenure_days,
@@ -113,12 +113,15 @@ final as (
         end as lifecycle_phase,
         churn.p_alive,
         churn.expected_purchases_90d,
-        -- Gamma-Gamma: the customer's own average, shrunk towards the population mean
-        -- the fewer repeat orders they have (p, q, v fitted tonight).
-        -- NULL when Gamma-Gamma was not fitted tonight (its parameters are then NULL).
+        -- Gamma-Gamma: E(M | x, m_x) = p (v + x m_x) / (p x + q - 1), the customer's own
+        -- mean of x repeat transactions (order days after the first, as fitted in
+        -- marts/churn_spend) shrunk towards the population mean p v / (q - 1) the fewer they
+        -- have (p, q, v fitted tonight). With one order day (x = 0) the customer has no repeat
+        -- mean (NULL) and gets the population mean: the coalesce only keeps NULL * 0 from
+        -- making it NULL. NULL when Gamma-Gamma was not fitted tonight (its parameters are NULL).
         case
             when facts.orders > 0 then
-                :gg_p * (:gg_v + (facts.order_days - 1) * facts.avg_order_value)
+                :gg_p * (:gg_v + (facts.order_days - 1) * coalesce(facts.repeat_avg_order_value, 0))
                 / (:gg_p * (facts.order_days - 1) + :gg_q - 1)
         end as expected_order_value_raw,
         facts.margin_12m as margin_12m,

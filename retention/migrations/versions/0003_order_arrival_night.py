@@ -5,8 +5,9 @@ Revises: 0002
 
 ``stg_orders.arrived_night`` is the night whose extract first saw an order; unlike
 ``loaded_night`` it is never updated. Order follow-ups (next purchase, accessory) count
-their delay from it when an order arrived late. Existing orders get their ``loaded_night``,
-the best knowledge there is.
+their delay from it when an order arrived late. Existing orders keep it NULL: they were
+there before anyone looked, which the follow-ups read as "arrived in time" (as they do a
+first load's history).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("stg_orders") as batch:
         batch.add_column(sa.Column("arrived_night", sa.Date(), nullable=True))
-    op.execute("update stg_orders set arrived_night = loaded_night")
 
 
 def downgrade() -> None:

@@ -1,0 +1,419 @@
+"""The Retention page: what a night produced, for whom, and why; server-rendered HTML.
+
+A plain FastAPI app that imports no Airflow: ``plugins/retention_ui.py`` mounts it in Airflow's
+api-server under ``/retention`` and hands it the api-server's authentication as FastAPI
+dependencies (``require_user`` on every route). It is never served without them.
+
+Routes (relative, so that the page works under any prefix and behind a reverse proxy):
+
+* ``./?night=YYYY-MM-DD&q=customer id or address``: the page;
+* ``./message/{outbox_id}``: one message as sent (headers, text, and the HTML in a sandboxed frame);
+* ``./message/{outbox_id}/html``: the HTML part alone, served with a CSP sandbox (no scripts);
+* ``./app.js``: the page's small script (night picker, table filter).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jinja2
+from fastapi import Depends, FastAPI, HTTPException
+from fastapi.responses import HTMLResponse, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import Engine
+
+from retention.db import engine_for
+from retention.segments import ABC_CLASSES, LIFECYCLE_PHASES, RFM_SEGMENTS
+from retention.settings import Settings
+from retention.web import editor, queries
+
+__all__ = ["create_retention_app"]
+
+
+class Draft(BaseModel):
+    """A template draft to preview (never saved)."""
+
+    occasion: str
+    language: str
+    source: str
+    customer_id: int | None = Field(None, ge=0)
+
+
+#: The page may load its own script and style, frame its own message view, and nothing else.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "frame-src 'self'; frame-ancestors 'self'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+#: A message's HTML is shown as sent but can run nothing and reach nothing (images stay off too).
+MESSAGE_HEADERS = {
+    "Content-Security-Policy": "sandbox; default-src 'none'; style-src 'unsafe-inline'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+SCRIPT = r"""
+// The Retention page's script: the night picker submits itself; tables can be filtered.
+document.querySelectorAll("select[data-autosubmit]").forEach((el) =>
+  el.addEventListener("change", () => el.form.submit()));
+// The template editor: a debounced live preview (lint problems at their lines, subject, HTML, text).
+const editor = document.getElementById("source");
+if (editor) {
+  const gutter = document.getElementById("gutter");
+  const problems = document.getElementById("problems");
+  const numbers = (bad) => editor.value.split("\n").map((_, i) =>
+    bad.has(i + 1) ? `<span class="bad">${i + 1}</span>` : `${i + 1}`).join("\n");
+  const paint = (bad) => { gutter.innerHTML = numbers(bad); gutter.scrollTop = editor.scrollTop; };
+  editor.addEventListener("scroll", () => { gutter.scrollTop = editor.scrollTop; });
+  const goTo = (line) => {
+    const lines = editor.value.split("\n");
+    const start = lines.slice(0, line - 1).reduce((n, l) => n + l.length + 1, 0);
+    editor.focus(); editor.setSelectionRange(start, start + (lines[line - 1] || "").length);
+  };
+  let timer = null, sequence = 0;
+  const refresh = async () => {
+    const mine = ++sequence;
+    document.getElementById("status").textContent = "checking…";
+    const reply = await fetch("templates/preview", {
+      method: "POST", headers: {"Content-Type": "application/json"},
+      body: JSON.stringify({occasion: editor.dataset.occasion, language: editor.dataset.language,
+                            source: editor.value, customer_id: document.getElementById("customer").value || null}),
+    });
+    if (mine !== sequence) return;  // a newer edit is on its way
+    const data = await reply.json();
+    if (!reply.ok) { document.getElementById("status").textContent = data.detail || "preview failed"; return; }
+    problems.innerHTML = "";
+    const bad = new Set();
+    for (const p of data.problems) {
+      if (p.line && p.file === editor.dataset.file) bad.add(p.line);
+      const item = document.createElement("li");
+      item.className = p.severity;
+      item.dataset.line = p.line || "";
+      item.textContent = `${p.file}${p.line ? ":" + p.line : ""}: ${p.severity}: ${p.message}`;
+      item.addEventListener("click", () => p.line && goTo(p.line));
+      problems.appendChild(item);
+    }
+    paint(bad);
+    document.getElementById("status").textContent = data.ok ? "no problems" : `${data.problems.length} problem(s)`;
+    if (data.ok) {
+      document.getElementById("preview-subject").textContent = data.subject;
+      document.getElementById("preview-html").srcdoc = data.html;
+      document.getElementById("preview-text").textContent = data.text;
+    }
+  };
+  editor.addEventListener("input", () => { paint(new Set()); clearTimeout(timer); timer = setTimeout(refresh, 600); });
+  document.getElementById("customer").addEventListener("change", refresh);
+  document.getElementById("download").addEventListener("click", () => {
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(new Blob([editor.value], {type: "text/plain"}));
+    link.download = `${editor.dataset.language}.jinja`;
+    link.click();
+  });
+  paint(new Set());
+  refresh();
+}
+document.querySelectorAll("input[data-filter]").forEach((input) => {
+  const rows = document.querySelectorAll(`#${input.dataset.filter} tbody tr`);
+  input.addEventListener("input", () => {
+    const needle = input.value.trim().toLowerCase();
+    rows.forEach((row) => { row.hidden = needle && !row.textContent.toLowerCase().includes(needle); });
+  });
+});
+"""
+
+_ENV = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+_ENV.filters["pct"] = lambda x: "–" if x is None else f"{x * 100:.1f} %"
+_ENV.filters["signed_pct"] = lambda x: "–" if x is None else f"{x * 100:+.1f} pp"
+
+_BASE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+ body { font-family: system-ui, sans-serif; margin: 0; padding: 1rem 1.5rem; color: #1d2330; background: #fafbfc; }
+ h1 { font-size: 1.4rem; margin: .2rem 0 1rem; } h2 { font-size: 1.1rem; margin: 1.6rem 0 .6rem; }
+ section { background: #fff; border: 1px solid #e1e4e8; border-radius: 6px; padding: .8rem 1rem; margin-bottom: 1rem; }
+ table { border-collapse: collapse; font-size: .9rem; } td, th { padding: .2rem .6rem; text-align: left;
+   border-bottom: 1px solid #eef0f2; vertical-align: top; } th { font-weight: 600; }
+ td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
+ .charts { display: flex; flex-wrap: wrap; gap: 2rem; } .chart { min-width: 18rem; }
+ .bar { background: #2f6fb3; height: .9rem; border-radius: 2px; display: inline-block; vertical-align: middle; }
+ .o-sent { color: #1a7f37; } .o-failed, .o-unknown { color: #cf222e; font-weight: 600; } .o-skipped { color: #6e7781; }
+ pre { white-space: pre-wrap; background: #f6f8fa; padding: .6rem; border-radius: 4px; font-size: .85rem; }
+ iframe { width: 100%; height: 32rem; border: 1px solid #d0d7de; border-radius: 4px; background: #fff; }
+ .muted { color: #6e7781; } form.inline { display: inline; }
+ .editor { display: flex; gap: 1rem; align-items: flex-start; } .editor > div { flex: 1; min-width: 0; }
+ .code { display: flex; border: 1px solid #d0d7de; border-radius: 4px; background: #fff; }
+ #gutter { margin: 0; padding: .4rem .5rem; text-align: right; color: #8c959f; background: #f6f8fa;
+   overflow: hidden; height: 36rem; font: 13px/1.4 monospace; white-space: pre; border-radius: 4px 0 0 4px; }
+ #gutter .bad { color: #fff; background: #cf222e; border-radius: 2px; padding: 0 2px; }
+ #source { flex: 1; height: 36rem; border: 0; padding: .4rem; font: 13px/1.4 monospace; resize: vertical; white-space: pre; }
+ #problems li.error { color: #cf222e; cursor: pointer; } #problems li.warning { color: #9a6700; cursor: pointer; }
+ nav.tabs a { margin-right: 1rem; }
+</style>
+<script src="{{ root }}app.js" defer></script></head>
+<body>{{ body }}</body></html>
+"""
+
+_PAGE = """
+<h1>Retention</h1>
+<nav class="tabs"><a href="./">Nights</a><a href="./templates">Templates</a></nav>
+<section>
+<form method="get" class="inline">
+ <label>Night <select name="night" id="night" data-autosubmit>
+ {% for n in nights %}<option value="{{ n }}" {{ "selected" if n == night }}>{{ n }}</option>{% endfor %}
+ </select></label>
+ <noscript><button>Show</button></noscript>
+</form>
+{% if not nights %}<p class="muted">No night has run yet.</p>{% endif %}
+</section>
+{% if night %}
+<section id="segments"><h2>Customers on {{ night }}</h2>
+<div class="charts">
+{% for title, key, order in charts %}
+ <div class="chart"><h3>{{ title }}</h3><table>
+ {% set counts = segments[key] %}{% set top = (counts.values() | max) if counts else 1 %}
+ {% for value in order if value in counts %}
+  <tr><td>{{ value }}</td><td class="n">{{ counts[value] }}</td>
+  <td><span class="bar" style="width: {{ (160 * counts[value] / top) | round | int }}px"></span></td></tr>
+ {% endfor %}
+ </table>{% if not counts %}<p class="muted">no snapshot for this night</p>{% endif %}</div>
+{% endfor %}
+</div>
+<h3>Lifecycle flows since the night before</h3>
+{% if flows %}<table id="flows"><thead><tr><th>from</th><th>to</th><th class="n">customers</th></tr></thead><tbody>
+{% for a, b, n in flows %}<tr><td>{{ a }}</td><td>{{ b }}</td><td class="n">{{ n }}</td></tr>{% endfor %}
+</tbody></table>{% else %}<p class="muted">No moves between phases (or no earlier night to compare).</p>{% endif %}
+</section>
+
+<section id="occasions"><h2>Occasions of the night and what became of them</h2>
+<p>{% for outcome, n in outcome_totals %}<span class="o-{{ outcome }}">{{ outcome }} {{ n }}</span>{{ " · " if not loop.last }}{% endfor %}</p>
+<input type="search" placeholder="filter" data-filter="occasions-table">
+<table id="occasions-table"><thead><tr><th>occasion</th><th>language</th><th>outcome</th><th>reason</th><th class="n">count</th></tr></thead><tbody>
+{% for r in outcomes %}<tr><td>{{ r.occasion }}</td><td>{{ r.language }}</td><td class="o-{{ r.outcome }}">{{ r.outcome }}</td>
+<td>{{ r.reason }}</td><td class="n">{{ r.count }}</td></tr>{% endfor %}
+</tbody></table>{% if not outcomes %}<p class="muted">No occasions on this night.</p>{% endif %}
+</section>
+
+<section id="outbox"><h2>Outbox</h2>
+<form method="get"><input type="hidden" name="night" value="{{ night }}">
+ <input type="search" name="q" id="q" value="{{ q }}" placeholder="customer id or address" size="32"> <button>Search</button></form>
+{% if q and not customer %}<p class="muted">No customer or message for “{{ q }}”.</p>{% endif %}
+{% if customer %}
+ {% set p = customer.person %}{% set s = customer.segment %}
+ <h3>Customer {{ customer.customer_id }}{% if p %}: {{ p.first_name }} {{ p.last_name or "" }} &lt;{{ p.email }}&gt;{% endif %}</h3>
+ {% if p %}<p>language {{ p.language }}, time zone {{ p.time_zone }}, marketing consent {{ "yes" if p.marketing_consent else "no" }}</p>{% endif %}
+ {% if s %}<p id="customer-segment">On {{ night }}: RFM <b>{{ s.rfm_segment }}</b> (R{{ s.r_score or "–" }} F{{ s.f_score or "–" }} M{{ s.m_score or "–" }}),
+  class <b>{{ s.abc_class }}</b>, phase <b>{{ s.lifecycle_phase }}</b>{% if s.unprofitable %}, unprofitable{% endif %}</p>{% endif %}
+ <h4>Recent occasions</h4><table><thead><tr><th>date</th><th>occasion</th><th>language</th><th>status</th><th>reason</th></tr></thead><tbody>
+ {% for o in customer.occasions %}<tr><td>{{ o.occasion_date }}</td><td>{{ o.occasion }}</td><td>{{ o.language }}</td><td>{{ o.status }}</td><td>{{ o.reason or "" }}</td></tr>{% endfor %}
+ </tbody></table>
+ <h4>Messages</h4><table id="messages"><thead><tr><th>date</th><th>occasion</th><th>subject</th><th>status</th><th>sent</th><th></th></tr></thead><tbody>
+ {% for m in customer.messages %}<tr><td>{{ m.occasion_date }}</td><td>{{ m.occasion }}</td><td>{{ m.subject }}</td><td class="o-{{ m.status }}">{{ m.status }}</td>
+ <td>{{ m.sent_at or "" }}</td><td><a href="{{ root }}message/{{ m.outbox_id }}">open</a></td></tr>{% endfor %}
+ </tbody></table>
+{% endif %}
+</section>
+
+<section id="holdout"><h2>Holdout uplift</h2>
+<p class="muted">Share of customers who bought again within N days of the occasion, messaged versus holdout
+(only occasions whose N days have passed count). The interval is a 95 % Newcombe score interval of the difference.</p>
+<table id="uplift"><thead><tr><th>occasion</th><th class="n">days</th><th class="n">messaged</th><th class="n">of them observed</th><th class="n">bought</th><th class="n">rate</th>
+<th class="n">holdout</th><th class="n">of them observed</th><th class="n">bought</th><th class="n">rate</th><th class="n">uplift</th><th>95 % interval</th></tr></thead><tbody>
+{% for u in uplift %}<tr><td>{{ u.occasion }}</td><td class="n">{{ u.days }}</td>
+<td class="n">{{ u.messaged_customers }}</td><td class="n">{{ u.messaged_n }}</td><td class="n">{{ u.messaged_bought }}</td><td class="n">{{ u.messaged_rate | pct }}</td>
+<td class="n">{{ u.holdout_customers }}</td><td class="n">{{ u.holdout_n }}</td><td class="n">{{ u.holdout_bought }}</td><td class="n">{{ u.holdout_rate | pct }}</td>
+<td class="n">{{ u.uplift | signed_pct }}</td>
+<td>{% if u.low is not none %}{{ u.low | signed_pct }} to {{ u.high | signed_pct }}{% else %}<span class="muted">not enough data yet</span>{% endif %}</td></tr>{% endfor %}
+</tbody></table>{% if not uplift %}<p class="muted">No messaged or holdout occasions yet.</p>{% endif %}
+</section>
+
+<section id="quarantine"><h2>Quarantine of the night</h2>
+{% for q in quarantine %}<h3>{{ q.rule }}: {{ q.count }}</h3><table><thead><tr><th>table</th><th>key</th><th>why</th><th>row</th></tr></thead><tbody>
+ {% for e in q.examples %}<tr><td>{{ e.source_table }}</td><td>{{ e.source_key }}</td><td>{{ e.detail }}</td><td><code>{{ e.raw | tojson }}</code></td></tr>{% endfor %}
+ </tbody></table>{% else %}<p class="muted">Nothing held back on this night.</p>{% endfor %}
+</section>
+{% endif %}
+"""
+
+_EDITOR = """
+<h1>Templates</h1>
+<nav class="tabs"><a href="./">Nights</a><a href="./templates">Templates</a></nav>
+<section>
+<form method="get" action="templates" class="inline">
+ <label>Occasion <select name="occasion" id="occasion" data-autosubmit>
+ {% for o in occasions %}<option {{ "selected" if o == occasion }}>{{ o }}</option>{% endfor %}</select></label>
+ <label>Language <select name="language" id="language" data-autosubmit>
+ {% for lang in languages %}<option {{ "selected" if lang == language }}>{{ lang }}</option>{% endfor %}</select></label>
+ <noscript><button>Open</button></noscript>
+</form>
+<label>Preview for customer id <input id="customer" size="10" placeholder="sample"></label>
+<span id="status" class="muted"></span>
+</section>
+<div class="editor">
+ <div><h2>{{ file }}</h2>
+  <div class="code"><pre id="gutter"></pre><textarea id="source" spellcheck="false" data-file="{{ file }}"
+   data-occasion="{{ occasion }}" data-language="{{ language }}">{{ source }}</textarea></div>
+  <ul id="problems"></ul>
+  <p class="muted">Saving from the browser is not available yet: <button type="button" id="download">download the
+  edited file</button> and put it into <code>templates/{{ file }}</code> (lint runs again before every night).</p>
+ </div>
+ <div><h2>Preview</h2><p><b>Subject:</b> <span id="preview-subject"></span></p>
+  <iframe id="preview-html" sandbox title="HTML part"></iframe><pre id="preview-text"></pre></div>
+</div>
+"""
+
+_MESSAGE = """
+<p><a href="{{ root }}?night={{ m.occasion_date }}&q={{ m.customer_id }}">← back to customer {{ m.customer_id }}</a></p>
+<h1 id="subject">{{ m.subject }}</h1>
+<table>
+<tr><th>To</th><td>{{ m.email }}</td></tr><tr><th>Occasion</th><td>{{ m.occasion }} ({{ m.language }}), {{ m.occasion_date }}</td></tr>
+<tr><th>Message-ID</th><td>{{ m.message_id }}</td></tr><tr><th>Status</th><td>{{ m.status }}{% if m.smtp_reply %}: {{ m.smtp_reply }}{% endif %}</td></tr>
+<tr><th>Send at (UTC)</th><td>{{ m.send_at }}</td></tr><tr><th>Sent (UTC)</th><td>{{ m.sent_at or "–" }}</td></tr>
+<tr><th>Template</th><td><code>{{ m.template_hash }}</code></td></tr>
+</table>
+<h2>HTML part</h2><iframe src="{{ root }}message/{{ m.outbox_id }}/html" sandbox title="HTML part"></iframe>
+<h2>Text part</h2><pre id="text">{{ m.text_body }}</pre>
+"""
+
+
+@functools.cache
+def _compiled(template: str) -> jinja2.Template:
+    return _ENV.from_string(template)
+
+
+def _render(title: str, template: str, root: str, **context: Any) -> HTMLResponse:
+    body = _compiled(template).render(root=root, **context)
+    page = _compiled(_BASE).render(title=title, root=root, body=jinja2.utils.markupsafe.Markup(body))
+    return HTMLResponse(page, headers=PAGE_HEADERS)
+
+
+def _night(value: str | None, known: Sequence[dt.date]) -> dt.date | None:
+    if value:
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            raise HTTPException(400, f"night={value!r} is not a date (YYYY-MM-DD)") from None
+    return known[0] if known else None
+
+
+def _page_context(engine: Engine, night: dt.date | None, q: str) -> dict:
+    with engine.connect() as conn:
+        context: dict = {"nights": queries.nights(conn), "night": night, "q": q, "customer": None}
+        if night is None:
+            return context
+        outcomes = queries.occasion_outcomes(conn, night)
+        totals: dict[str, int] = {}
+        for row in outcomes:
+            totals[row["outcome"]] = totals.get(row["outcome"], 0) + row["count"]
+        customer_id = queries.find_customer(conn, q) if q else None
+        context.update(
+            segments=queries.segment_counts(conn, night),
+            flows=queries.lifecycle_flows(conn, night),
+            outcomes=outcomes,
+            outcome_totals=sorted(totals.items(), key=lambda kv: queries.OUTCOMES.index(kv[0])),
+            customer=queries.customer_view(conn, customer_id, night) if customer_id is not None else None,
+            uplift=queries.holdout_uplift(conn, night),
+            quarantine=queries.quarantine_by_rule(conn, night),
+            charts=(
+                ("RFM segment", "rfm", RFM_SEGMENTS),
+                ("ABC class", "abc", ABC_CLASSES),
+                ("Lifecycle phase", "lifecycle", LIFECYCLE_PHASES),
+            ),
+        )
+    # A night picked by hand that is not in the list still shows (e.g. an older night).
+    if night not in context["nights"]:
+        context["nights"] = sorted([*context["nights"], night], reverse=True)
+    return context
+
+
+def create_retention_app(
+    require_user: Callable[..., Any],
+    settings: Settings | None = None,
+    engine: Engine | None = None,
+) -> FastAPI:
+    """The Retention page app; ``require_user`` is a FastAPI dependency that refuses anonymous requests."""
+    settings = settings or Settings()
+    engine = engine or engine_for(settings.warehouse)
+    app = FastAPI(
+        title="Retention",
+        dependencies=[Depends(require_user)],
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    _night_routes(app, engine)
+    _template_routes(app, settings, engine)
+
+    @app.get("/app.js")
+    def script() -> Response:
+        return Response(SCRIPT, media_type="text/javascript", headers={"Cache-Control": "no-cache"})
+
+    return app
+
+
+def _night_routes(app: FastAPI, engine: Engine) -> None:
+    """The page of a night, and the messages it links to."""
+
+    @app.get("/", response_class=HTMLResponse)
+    def page(night: str | None = None, q: str = "") -> HTMLResponse:
+        with engine.connect() as conn:
+            known = queries.nights(conn)
+        context = _page_context(engine, _night(night, known), q.strip())
+        return _render("Retention", _PAGE, "./", **context)
+
+    @app.get("/message/{outbox_id}", response_class=HTMLResponse)
+    def message_page(outbox_id: int) -> HTMLResponse:
+        with engine.connect() as conn:
+            row = queries.message(conn, outbox_id)
+        if row is None:
+            raise HTTPException(404, f"no message {outbox_id} in the outbox")
+        return _render(row["subject"], _MESSAGE, "../", m=row)
+
+    @app.get("/message/{outbox_id}/html", response_class=HTMLResponse)
+    def message_html(outbox_id: int) -> HTMLResponse:
+        with engine.connect() as conn:
+            row = queries.message(conn, outbox_id)
+        if row is None:
+            raise HTTPException(404, f"no message {outbox_id} in the outbox")
+        return HTMLResponse(row["html_body"], headers=MESSAGE_HEADERS)
+
+
+def _template_routes(app: FastAPI, settings: Settings, engine: Engine) -> None:
+    """The template editor: a template's source, and a live preview of a draft (nothing is saved)."""
+
+    @app.get("/templates", response_class=HTMLResponse)
+    def templates_page(occasion: str = "thank_you", language: str | None = None) -> HTMLResponse:
+        language = language or settings.default_language
+        try:
+            source = editor.template_source(settings, occasion, language)
+        except KeyError:
+            raise HTTPException(404, f"no template {occasion}/{language}") from None
+        shipped = editor.available_templates(settings)
+        return _render(
+            "Templates",
+            _EDITOR,
+            "./",
+            occasions=list(dict.fromkeys(o for o, _ in shipped)),
+            languages=sorted({lang for o, lang in shipped if o == occasion}),
+            occasion=occasion,
+            language=language,
+            file=f"{occasion}/{language}.jinja",
+            source=source,
+        )
+
+    @app.post("/templates/preview")
+    def template_preview(draft: Draft) -> dict:
+        if len(draft.source.encode()) > settings.template_max_bytes:
+            raise HTTPException(413, f"the template is larger than {settings.template_max_bytes} bytes")
+        try:
+            result = editor.preview_draft(
+                settings, draft.occasion, draft.language, draft.source, draft.customer_id, engine
+            )
+        except KeyError as exc:
+            raise HTTPException(404, str(exc).strip("'")) from None
+        return {**dataclasses.asdict(result), "ok": result.ok}

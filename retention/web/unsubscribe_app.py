@@ -1,0 +1,281 @@
+"""The public unsubscribe endpoint: RFC 8058 one-click ``POST`` and a confirm page for people.
+
+Every message carries ``List-Unsubscribe: <mailto:...>, <BASE/unsubscribe?token=T>`` and
+``List-Unsubscribe-Post: List-Unsubscribe=One-Click`` (``retention.mailer``), where BASE is
+``RETENTION_UNSUBSCRIBE_BASE_URL`` (default ``RETENTION_SHOP_URL``).
+
+* ``POST /unsubscribe?token=T`` with the form body ``List-Unsubscribe=One-Click``: what a mail
+  client (Gmail, Yahoo, Apple Mail) sends when the reader clicks "Unsubscribe"; the address
+  goes on the suppression list at once. The confirm button of the page posts the same.
+* ``GET /unsubscribe?token=T``: a small page in the customer's language with a confirm button.
+  A GET never unsubscribes: link scanners and mail prefetchers open every link.
+
+Idempotent: a second click answers the same and changes nothing. A token that does not verify
+(forged, altered, or for an address the warehouse no longer holds) gets a 400 and changes
+nothing. Requests are rate-limited per client address.
+
+Run it alone with ``uvicorn --factory retention.web.unsubscribe_app:create_unsubscribe_app`` (the path is then
+``/unsubscribe``), or inside Airflow's api-server through ``plugins/retention_ui.py``
+(mounted under ``/retention-public``). The README shows how a reverse proxy exposes this
+path, and only this one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse
+from sqlalchemy import Engine, select
+from starlette.concurrency import run_in_threadpool
+
+from retention import schema
+from retention.db import engine_for
+from retention.settings import LANGUAGES, Settings
+from retention.unsubscribe import email_hash, record_unsubscribe, secret_from_env, verify
+
+__all__ = ["RateLimiter", "Unsubscriber", "create_unsubscribe_app", "lookup_token", "TEXTS"]
+
+ONE_CLICK = "List-Unsubscribe=One-Click"
+
+#: The page's words per language (the languages of ``templates/``).
+TEXTS: dict[str, dict[str, str]] = {
+    "en": {
+        "title": "Unsubscribe",
+        "question": "Do you want to stop receiving emails from {shop} at {email}?",
+        "button": "Yes, unsubscribe me",
+        "done": "Done: {email} will receive no more emails from {shop}.",
+        "invalid": "This unsubscribe link is not valid: it was altered, or it is for an address we no "
+        "longer hold. Please use the link from the email you received.",
+    },
+    "de": {
+        "title": "Abmelden",
+        "question": "Möchten Sie unter {email} keine E-Mails mehr von {shop} erhalten?",
+        "button": "Ja, abmelden",
+        "done": "Erledigt: {email} erhält keine E-Mails mehr von {shop}.",
+        "invalid": "Dieser Abmeldelink ist ungültig: Er wurde verändert oder gehört zu einer Adresse, die "
+        "wir nicht mehr führen. Bitte nutzen Sie den Link aus der erhaltenen E-Mail.",
+    },
+    "nb": {
+        "title": "Meld deg av",
+        "question": "Vil du slutte å få e-post fra {shop} på {email}?",
+        "button": "Ja, meld meg av",
+        "done": "Ferdig: {email} får ikke flere e-poster fra {shop}.",
+        "invalid": "Denne avmeldingslenken er ugyldig: den er endret, eller den gjelder en adresse vi ikke "
+        "lenger har. Bruk lenken fra e-posten du fikk.",
+    },
+    "et": {
+        "title": "Loobu kirjadest",
+        "question": "Kas soovite, et {shop} ei saadaks enam kirju aadressile {email}?",
+        "button": "Jah, loobun",
+        "done": "Valmis: aadressile {email} ei saadeta enam kirju poelt {shop}.",
+        "invalid": "See loobumislink ei kehti: seda on muudetud või see kuulub aadressile, mida meil enam "
+        "ei ole. Palun kasutage saadud kirjas olevat linki.",
+    },
+}
+
+#: A page that leaks nothing: no referrer (the token is in the URL), no scripts, no framing.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+    "frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+
+class RateLimiter:
+    """At most ``limit`` requests per ``window`` seconds for each client address (fixed window).
+
+    Written by hand: one process needs only a counter per address, and the libraries for it
+    (slowapi, limits) would be a new dependency for twenty lines. Behind a reverse proxy the
+    client address is the proxy's unless the server honours ``X-Forwarded-For`` (uvicorn's
+    ``--proxy-headers --forwarded-allow-ips``, ``airflow api-server --proxy-headers``); the proxy
+    itself can also limit (the README's nginx example does).
+    ``clock`` is injectable for tests.
+    """
+
+    def __init__(self, limit: int, window: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        self.limit, self.window, self.clock = limit, window, clock
+        self._counts: dict[str, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, client: str) -> tuple[bool, int]:
+        """Whether ``client`` may make one more request now, and the seconds until its window resets."""
+        now = self.clock()
+        with self._lock:
+            if len(self._counts) > 10_000:  # forget finished windows, so the table stays small
+                self._counts = {k: v for k, v in self._counts.items() if now - v[0] < self.window}
+            start, count = self._counts.get(client, (now, 0))
+            if now - start >= self.window:
+                start, count = now, 0
+            self._counts[client] = (start, count + 1)
+            return count < self.limit, max(1, int(start + self.window - now + 0.999))
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """Who a genuine token was issued for."""
+
+    customer_id: int
+    email: str
+    language: str
+
+
+def lookup_token(engine: Engine, secret: bytes, token: str, default_language: str) -> Recipient | None:
+    """The recipient a token was issued for, or ``None`` if it does not verify.
+
+    A token names a customer and signs (customer, address). The address is the customer's
+    current one or one a message was sent to (the outbox keeps it; both are read by the
+    customer id, through the staging key and the outbox key's leading column).
+    """
+    customer, _, _ = (token or "").partition(".")
+    if not customer.isascii() or not customer.isdigit() or len(customer) > 19:
+        return None
+    customer_id = int(customer)
+    if customer_id > 2**63 - 1:
+        return None
+    c, box = schema.stg_customers, schema.outbox
+    with engine.connect() as conn:
+        current = conn.execute(select(c.c.email, c.c.language).where(c.c.customer_id == customer_id)).first()
+        candidates = [current.email] if current else []
+        candidates += [
+            row.email
+            for row in conn.execute(select(box.c.email).where(box.c.customer_id == customer_id).distinct())
+        ]
+        language = current.language if current else None
+        if language is None:
+            language = conn.execute(
+                select(box.c.language).where(box.c.customer_id == customer_id).limit(1)
+            ).scalar()
+    for email in dict.fromkeys(candidates):
+        if verify(secret, token, email) == customer_id:
+            lang = language if language in LANGUAGES else default_language
+            return Recipient(customer_id, email, lang)
+    return None
+
+
+def _is_suppressed(engine: Engine, email: str) -> bool:
+    s = schema.suppression
+    with engine.connect() as conn:
+        return (
+            conn.execute(select(s.c.email_hash).where(s.c.email_hash == email_hash(email))).first()
+            is not None
+        )
+
+
+def _page(language: str, title: str, body: str, status: int = 200) -> HTMLResponse:
+    doc = f"""<!doctype html>
+<html lang="{language}"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex">
+<title>{html.escape(title)}</title>
+<style>
+ body {{ font-family: system-ui, sans-serif; background: #f4f4f6; margin: 0; padding: 3rem 1rem; }}
+ main {{ max-width: 32rem; margin: auto; background: #fff; border-radius: 8px; padding: 2rem;
+        box-shadow: 0 1px 3px rgba(0,0,0,.15); }}
+ button {{ font-size: 1rem; padding: .6rem 1.2rem; border: 0; border-radius: 4px; background: #1f5fa8;
+          color: #fff; cursor: pointer; }}
+</style></head>
+<body><main><h1>{html.escape(title)}</h1>{body}</main></body></html>
+"""
+    return HTMLResponse(doc, status_code=status, headers=SECURITY_HEADERS)
+
+
+class Unsubscriber:
+    """What the endpoints do, apart from HTTP: look a token up, render a page, suppress."""
+
+    def __init__(self, settings: Settings, secret: Callable[[], bytes], engine: Engine) -> None:
+        self.settings, self.secret, self.engine = settings, secret, engine
+
+    def texts(self, language: str) -> dict[str, str]:
+        return TEXTS.get(language) or TEXTS[self.settings.default_language]
+
+    def fmt(self, text: str, email: str = "") -> str:
+        return html.escape(text.format(shop=self.settings.shop_name, email=email))
+
+    def invalid(self) -> HTMLResponse:
+        language = self.settings.default_language
+        words = self.texts(language)
+        return _page(
+            language, words["title"], f"<p id='invalid'>{self.fmt(words['invalid'])}</p>", status=400
+        )
+
+    def recipient(self, token: str, key: bytes | None = None) -> Recipient | None:
+        return lookup_token(self.engine, key or self.secret(), token, self.settings.default_language)
+
+    def confirm_page(self, token: str) -> HTMLResponse:
+        recipient = self.recipient(token)
+        if recipient is None:
+            return self.invalid()
+        words = self.texts(recipient.language)
+        body = (
+            f"<p>{self.fmt(words['question'], recipient.email)}</p>"
+            f"<form method='post'><input type='hidden' name='List-Unsubscribe' value='One-Click'>"
+            f"<button type='submit' id='confirm'>{self.fmt(words['button'])}</button></form>"
+        )
+        return _page(recipient.language, words["title"], body)
+
+    def unsubscribe(self, token: str) -> HTMLResponse:
+        key = self.secret()
+        recipient = self.recipient(token, key)
+        if recipient is None:
+            return self.invalid()
+        if not _is_suppressed(self.engine, recipient.email):
+            # The web request is not a nightly task: the shop's calendar date of the click is
+            # recorded as the suppression's date (an audit field; nothing schedules by it).
+            today = dt.datetime.now(self.settings.zone).date()
+            with self.engine.begin() as conn:
+                record_unsubscribe(conn, token, recipient.email, key, today)
+        words = self.texts(recipient.language)
+        done = self.fmt(words["done"], recipient.email)
+        return _page(recipient.language, words["title"], f"<p id='done'>{done}</p>")
+
+
+def create_unsubscribe_app(
+    settings: Settings | None = None,
+    secret: Callable[[], bytes] = secret_from_env,
+    engine: Engine | None = None,
+    limiter: RateLimiter | None = None,
+) -> FastAPI:
+    """The unsubscribe app. ``secret`` is called per request (a rotated secret needs no restart)."""
+    settings = settings or Settings()
+    service = Unsubscriber(settings, secret, engine or engine_for(settings.warehouse))
+    limiter = limiter or RateLimiter(settings.unsubscribe_rate_per_minute)
+    app = FastAPI(title="Retention unsubscribe", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.middleware("http")
+    async def rate_limit(request: Request, call_next):  # noqa: ANN001, ANN202 (Starlette's signature)
+        client = request.client.host if request.client else "unknown"
+        allowed, retry_after = limiter.allow(client)
+        if not allowed:
+            return PlainTextResponse(
+                "Too many requests; try again later.",
+                status_code=429,
+                headers={"Retry-After": str(retry_after)},
+            )
+        return await call_next(request)
+
+    @app.get("/unsubscribe", response_class=HTMLResponse)
+    def confirm_page(token: str = "") -> HTMLResponse:
+        return service.confirm_page(token)
+
+    @app.post("/unsubscribe", response_class=HTMLResponse)
+    async def one_click(request: Request, token: str = "") -> HTMLResponse:
+        form = await request.form()
+        if form.get("List-Unsubscribe") != "One-Click":
+            return PlainTextResponse(
+                f"a one-click unsubscribe POST needs the body {ONE_CLICK} (RFC 8058)", status_code=400
+            )
+        return await run_in_threadpool(service.unsubscribe, token or str(form.get("token") or ""))
+
+    @app.get("/healthz", response_class=PlainTextResponse)
+    def health() -> str:
+        return "ok"
+
+    return app
