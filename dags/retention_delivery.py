@@ -50,7 +50,7 @@ import datetime as dt
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from retention_airflow import ASSETS, alert_on_failure, schedule, seconds
+from retention_airflow import ASSETS, schedule, seconds, task_defaults
 from retention_airflow import summarise as log_summary
 
 
@@ -84,14 +84,12 @@ def _dry_run(context, settings) -> bool:
     max_active_runs=1,
     doc_md=__doc__,
     tags=["retention"],
-    default_args={
-        "owner": "data-eng",
-        "retries": 3,
-        "retry_delay": seconds("RETENTION_DELIVERY_RETRY_DELAY_SECONDS", 120),
+    default_args=task_defaults(
+        retries=3,
+        retry_delay=seconds("RETENTION_DELIVERY_RETRY_DELAY_SECONDS", 120),
         # A hung SMTP session fails the task; its claimed messages are settled by the next sweep.
-        "execution_timeout": dt.timedelta(minutes=30),
-        "on_failure_callback": alert_on_failure,
-    },
+        execution_timeout=dt.timedelta(minutes=30),
+    ),
     params={
         "dry_run": Param(
             False, type="boolean", description="Render and log what is due; send and mark nothing."

@@ -34,7 +34,7 @@ import datetime as dt
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from retention_airflow import alert_on_failure
+from retention_airflow import task_defaults
 
 #: Each task's execution_timeout: far above what one person's rows take, even in a large warehouse.
 TIMEOUTS = {"migrate": dt.timedelta(minutes=15), "forget": dt.timedelta(minutes=30)}
@@ -48,13 +48,9 @@ TIMEOUTS = {"migrate": dt.timedelta(minutes=15), "forget": dt.timedelta(minutes=
     max_active_runs=1,
     doc_md=__doc__,
     tags=["retention", "gdpr"],
-    default_args={
-        "owner": "data-eng",
-        "retries": 2,
-        "retry_delay": dt.timedelta(minutes=2),
-        "execution_timeout": max(TIMEOUTS.values()),
-        "on_failure_callback": alert_on_failure,
-    },
+    default_args=task_defaults(
+        retries=2, retry_delay=dt.timedelta(minutes=2), execution_timeout=max(TIMEOUTS.values())
+    ),
     params={
         "person": Param(
             "",

@@ -55,7 +55,7 @@ import os
 import pendulum
 from airflow.sdk import Param, TaskGroup, dag, task
 
-from retention_airflow import ASSETS, SOURCE, alert_on_failure, schedule, summarise
+from retention_airflow import ASSETS, SOURCE, schedule, summarise, task_defaults
 
 TIME_ZONE = os.environ.get("RETENTION_TIME_ZONE", "Europe/Berlin")
 
@@ -96,13 +96,9 @@ def _final(*errors):
     max_active_runs=1,
     doc_md=__doc__,
     tags=["retention"],
-    default_args={
-        "owner": "data-eng",
-        "retries": 2,
-        "retry_delay": dt.timedelta(minutes=5),
-        "execution_timeout": max(TIMEOUTS.values()),
-        "on_failure_callback": alert_on_failure,
-    },
+    default_args=task_defaults(
+        retries=2, retry_delay=dt.timedelta(minutes=5), execution_timeout=max(TIMEOUTS.values())
+    ),
     params={
         "night": Param(
             None,

@@ -26,7 +26,7 @@ import os
 import pendulum
 from airflow.sdk import dag, task
 
-from retention_airflow import alert_on_failure, schedule
+from retention_airflow import schedule, task_defaults
 
 TIME_ZONE = os.environ.get("RETENTION_TIME_ZONE", "Europe/Berlin")
 
@@ -39,13 +39,9 @@ TIME_ZONE = os.environ.get("RETENTION_TIME_ZONE", "Europe/Berlin")
     max_active_runs=1,
     doc_md=__doc__,
     tags=["retention"],
-    default_args={
-        "owner": "data-eng",
-        "retries": 1,
-        "retry_delay": dt.timedelta(minutes=1),
-        "execution_timeout": dt.timedelta(minutes=15),
-        "on_failure_callback": alert_on_failure,
-    },
+    default_args=task_defaults(
+        retries=1, retry_delay=dt.timedelta(minutes=1), execution_timeout=dt.timedelta(minutes=15)
+    ),
 )
 def retention_templates():
     @task

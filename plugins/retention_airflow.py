@@ -37,6 +37,7 @@ __all__ = [
     "seconds",
     "smtp_config",
     "summarise",
+    "task_defaults",
     "unsubscribe_secret",
 ]
 
@@ -70,6 +71,17 @@ def _compact(value: Any, depth: int = 0) -> Any:
     return None
 
 
+def task_defaults(*, retries: int, retry_delay: dt.timedelta, execution_timeout: dt.timedelta) -> dict:
+    """Every retention DAG's ``default_args``: owned by data engineering, alerting on final failure."""
+    return {
+        "owner": "data-eng",
+        "retries": retries,
+        "retry_delay": retry_delay,
+        "execution_timeout": execution_timeout,
+        "on_failure_callback": alert_on_failure,
+    }
+
+
 def summarise(context: Any, counts: dict | None, *written: str) -> dict:
     """Log a task's summary (also its XCom, as the return value) and put its counts on the
     asset events of what it ``written`` (ASSETS keys), so that lineage carries row counts."""
@@ -81,6 +93,7 @@ def summarise(context: Any, counts: dict | None, *written: str) -> dict:
         for name in written:
             events[ASSETS[name]].extra = extra
     return counts
+
 
 #: Values of a schedule setting that mean "no schedule: runs are triggered by hand or the API".
 MANUAL = ("", "none", "manual")

@@ -88,3 +88,13 @@ def settings(tmp_path: Path, warehouse_url: str) -> Settings:
         source_url=f"sqlite:///{tmp_path / 'shop.db'}",
         time_zone="Europe/Berlin",
     )
+
+
+@pytest.fixture
+def shop(settings):
+    """An empty hand-built shop (tests/shop.py) with one product, id 1; tests add the rest."""
+    from tests.shop import Shop
+
+    shop = Shop(settings.source)
+    shop.product(1)
+    return shop

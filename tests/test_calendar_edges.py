@@ -31,13 +31,6 @@ def settings(settings):
     return settings.with_overrides(holdout_share=0.0)
 
 
-@pytest.fixture
-def shop(settings) -> Shop:
-    shop = Shop(settings.source)
-    shop.product(1)
-    return shop
-
-
 def _utc(zone: str, *args: int) -> dt.datetime:
     """A local wall-clock time in ``zone`` as the naive UTC the shop database stores."""
     return dt.datetime(*args, tzinfo=ZoneInfo(zone)).astimezone(UTC).replace(tzinfo=None)

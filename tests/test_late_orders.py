@@ -33,13 +33,6 @@ def settings(settings):
     return settings.with_overrides(holdout_share=0.0)
 
 
-@pytest.fixture
-def shop(settings) -> Shop:
-    shop = Shop(settings.source)
-    shop.product(1)
-    return shop
-
-
 def _order(shop: Shop, order_id: int, customer_id: int, placed: dt.datetime, arrived: dt.datetime) -> None:
     """An order placed at ``placed`` whose rows reach the shop database at ``arrived``."""
     shop.order(order_id, customer_id, placed, updated_at=arrived)

@@ -44,13 +44,6 @@ def _occasions(settings, night: str) -> dict[tuple[int, str], tuple[str, str | N
 
 
 @pytest.fixture
-def shop(settings) -> Shop:
-    shop = Shop(settings.source)
-    shop.product(1)
-    return shop
-
-
-@pytest.fixture
 def settings(settings):
     # No holdout unless a test asks for it: expectations stay exact.
     return settings.with_overrides(holdout_share=0.0)
