@@ -12,6 +12,9 @@ share of deliberately bad rows is planted, each breaking exactly one quality rul
 recorded in the demo-only table ``_demo_defects`` so that tests can check that the
 pipeline quarantines exactly those.
 
+The catalogue (departments, kinds, brands, price ranges) is data, the package's
+``demo_catalogue.toml`` (:func:`load_catalogue`); this module is the generator.
+
 The same ``(customers, seed, as_of)`` always gives the same rows: every random draw
 comes from generators seeded from ``seed`` (never the wall clock, never ``hash()``).
 Everything is built as numpy column arrays and written in large batches, because the
@@ -21,25 +24,37 @@ demo must be able to produce about a million order lines in well under a minute.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
 import time
+import tomllib
 import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
 from faker import Faker
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import Boolean, Column, Date, DateTime, Engine, MetaData, Numeric, Table, Text, create_engine
 from sqlalchemy.engine import make_url
 
 from retention.source import SOURCE_TABLES, metadata
 
-__all__ = ["DEMO_AS_OF", "DEFECT_RULES", "DemoSummary", "demo_defects", "generate"]
+__all__ = [
+    "DEMO_AS_OF",
+    "DEFECT_RULES",
+    "DemoCatalogue",
+    "DemoSummary",
+    "demo_defects",
+    "generate",
+    "load_catalogue",
+]
 
 #: Default anchor of the demo: the night the demo data is made for. Never the wall clock.
 DEMO_AS_OF = dt.date(2026, 11, 22)
@@ -154,18 +169,29 @@ _SEGMENT_SHARES = np.array([0.10, 0.25, 0.27, 0.18, 0.20])
 
 # --------------------------------------------------------------------------- catalogue
 
+#: The product catalogue (departments, kinds, brands, price ranges): data in the package, not code.
+CATALOGUE_FILE = "demo_catalogue.toml"
 
-@dataclass(frozen=True)
-class _Kind:
-    noun: str
-    category: str  # the shop's category of the product kind (products.category)
-    low: float  # price range in EUR
+
+class _Kind(BaseModel):
+    """A kind of product (lawn mowers); ``category`` is the shop's category of its products."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    noun: str = Field(min_length=1)  # ends the product names: "Greenvale Plus 370 Lawn Mower"
+    category: str = Field(pattern=r"^[a-z][a-z0-9_]*$")  # products.category
+    low: float = Field(gt=0)  # price range in EUR, cheapest to dearest model
     high: float
-    models: int = 4
+    models: int = Field(1, ge=1)  # products of the kind (not for accessories: one per main model)
+
+    @model_validator(mode="after")
+    def _price_range(self) -> _Kind:
+        if self.high <= self.low:
+            raise ValueError(f"{self.noun}: the price range needs low < high, not {self.low} to {self.high}")
+        return self
 
 
-@dataclass(frozen=True)
-class _Category:
+class _Category(BaseModel):
     """A department: product kinds that customers buy in sequence, with extras and accessories.
 
     Departments only shape the simulated purchases; the shop's ``category`` of a product is
@@ -173,124 +199,59 @@ class _Category:
     sequences live and the category rules can learn them (issue #12).
     """
 
-    name: str
-    brands: tuple[str, ...]
-    sequence: tuple[_Kind, ...]  # the order in which customers tend to buy
-    extras: tuple[_Kind, ...]  # everything else in the category
-    accessories: tuple[_Kind, ...] = ()  # made for one model of the sequence's first kind
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    brands: tuple[str, ...] = Field(min_length=1)
+    sequence: tuple[_Kind, ...] = Field(min_length=1)  # the order in which customers tend to buy
+    extras: tuple[_Kind, ...] = Field(min_length=1)  # everything else in the department
+    accessories: tuple[_Kind, ...] = ()  # one made for every model of the sequence's first kind
+
+    @model_validator(mode="after")
+    def _accessories_have_no_models(self) -> _Category:
+        counted = [kind.noun for kind in self.accessories if "models" in kind.model_fields_set]
+        if counted:
+            raise ValueError(
+                f"{self.name}: accessories {counted} have no `models`: one of each is made for every "
+                f"model of {self.sequence[0].noun}"
+            )
+        return self
 
 
-_CATEGORIES = (
-    _Category(
-        "garden",
-        ("Greenvale", "Hortex", "Fieldmaster"),
-        (
-            _Kind("Lawn Mower", "lawn_mowers", 199, 899, 6),
-            _Kind("Chainsaw", "chainsaws", 149, 649, 5),
-            _Kind("Brush Cutter", "brush_cutters", 119, 449, 4),
-        ),
-        (
-            _Kind("Hedge Trimmer", "hedge_trimmers", 69, 249, 3),
-            _Kind("Garden Hose 25 m", "garden_hoses", 24, 69, 3),
-            _Kind("Pruning Shears", "pruning_shears", 15, 49, 3),
-        ),
-        (_Kind("Replacement Blade", "mower_blades", 19, 45),),
-    ),
-    _Category(
-        "computing",
-        ("Voltra", "Northbyte", "Kestrel"),
-        (
-            _Kind("Laptop", "laptops", 649, 2199, 6),
-            _Kind("27-inch Monitor", "monitors", 179, 649, 4),
-            _Kind("Wireless Keyboard", "keyboards", 39, 129, 3),
-        ),
-        (
-            _Kind("Wireless Mouse", "computer_mice", 19, 89, 3),
-            _Kind("External SSD 1 TB", "external_drives", 79, 179, 3),
-            _Kind("HD Webcam", "webcams", 39, 119, 2),
-        ),
-        (
-            _Kind("Docking Station", "docking_stations", 89, 249),
-            _Kind("USB-C Cable 2 m", "usb_cables", 12, 29),
-            _Kind("Laptop Bag", "laptop_bags", 39, 99),
-        ),
-    ),
-    _Category(
-        "kitchen",
-        ("Caffora", "Brunswick", "Lindqvist"),
-        (
-            _Kind("Espresso Machine", "espresso_machines", 249, 1499, 5),
-            _Kind("Coffee Grinder", "coffee_grinders", 79, 399, 4),
-            _Kind("Descaler 500 ml", "descalers", 9, 19, 2),
-        ),
-        (
-            _Kind("Electric Kettle", "kettles", 29, 119, 3),
-            _Kind("Toaster", "toasters", 29, 99, 3),
-            _Kind("Chef's Knife", "kitchen_knives", 39, 149, 3),
-        ),
-        (_Kind("Milk Jug", "milk_jugs", 14, 35), _Kind("Tamper", "espresso_tampers", 19, 59)),
-    ),
-    _Category(
-        "cycling",
-        ("Velomark", "Fjordcycle", "Ridgeway"),
-        (
-            _Kind("City Bike", "city_bikes", 449, 1899, 6),
-            _Kind("Bike Helmet", "bike_helmets", 39, 189, 4),
-            _Kind("Bike Light Set", "bike_lights", 19, 89, 3),
-        ),
-        (
-            _Kind("Bike Lock", "bike_locks", 19, 99, 3),
-            _Kind("Floor Pump", "bike_pumps", 24, 69, 2),
-            _Kind("Pannier Bag", "pannier_bags", 39, 129, 3),
-        ),
-        (_Kind("Kickstand", "kickstands", 12, 35),),
-    ),
-    _Category(
-        "photography",
-        ("Lumora", "Octavis", "Pentara"),
-        (
-            _Kind("Mirrorless Camera", "cameras", 599, 2499, 5),
-            _Kind("Zoom Lens", "camera_lenses", 249, 1299, 4),
-            _Kind("Tripod", "tripods", 49, 249, 3),
-        ),
-        (
-            _Kind("SD Card 128 GB", "memory_cards", 19, 59, 3),
-            _Kind("Lens Cleaning Kit", "lens_cleaning", 9, 29, 2),
-            _Kind("Camera Strap", "camera_straps", 15, 49, 2),
-        ),
-        (_Kind("Spare Battery", "camera_batteries", 39, 89), _Kind("Camera Bag", "camera_bags", 49, 149)),
-    ),
-    _Category(
-        "camping",
-        ("Trailcraft", "Nordvik", "Summit & Co"),
-        (
-            _Kind("Tent", "tents", 129, 699, 5),
-            _Kind("Sleeping Bag", "sleeping_bags", 59, 299, 4),
-            _Kind("Camping Stove", "camping_stoves", 39, 149, 3),
-        ),
-        (
-            _Kind("Headlamp", "headlamps", 19, 69, 3),
-            _Kind("Sleeping Mat", "sleeping_mats", 29, 119, 3),
-            _Kind("Water Filter", "water_filters", 24, 79, 2),
-        ),
-        (_Kind("Footprint Groundsheet", "tent_footprints", 29, 69),),
-    ),
-    _Category(
-        "audio",
-        ("Sonarc", "Halden Audio", "Meridale"),
-        (
-            _Kind("Turntable", "turntables", 199, 999, 4),
-            _Kind("Bookshelf Speakers", "hifi_speakers", 149, 899, 4),
-            _Kind("Record Cleaning Kit", "record_care", 15, 49, 2),
-        ),
-        (
-            _Kind("Over-Ear Headphones", "headphones", 59, 399, 4),
-            _Kind("Bluetooth Speaker", "bluetooth_speakers", 39, 249, 3),
-        ),
-        (_Kind("Replacement Stylus", "turntable_styluses", 29, 129),),
-    ),
-)
-_TIERS = ("Classic", "Eco", "Compact", "Plus", "Sport", "Pro", "Max", "Elite")
+class DemoCatalogue(BaseModel):
+    """The demo shop's product catalogue, as read from ``retention/demo_catalogue.toml``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tiers: tuple[str, ...] = Field(min_length=1)  # model names' tiers, cheapest first
+    departments: tuple[_Category, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> DemoCatalogue:
+        names = [department.name for department in self.departments]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"departments named more than once: {twice}")
+        return self
+
+
+def load_catalogue(path: Path | None = None) -> DemoCatalogue:
+    """The catalogue from ``path`` (by default the one in the package), checked.
+
+    A malformed file raises :class:`ValueError` naming the file and the entry at fault
+    (``departments.0.sequence.1.low``, say).
+    """
+    source = path or files("retention").joinpath(CATALOGUE_FILE)
+    try:
+        return DemoCatalogue.model_validate(tomllib.loads(source.read_text(encoding="utf-8")))
+    except (tomllib.TOMLDecodeError, ValidationError) as exc:
+        raise ValueError(f"demo catalogue {source}: {exc}") from None
+
+
+@functools.cache
+def _catalogue() -> DemoCatalogue:
+    """The packaged catalogue, read once per process."""
+    return load_catalogue()
 
 
 @dataclass
@@ -342,7 +303,8 @@ class _CatalogueBuilder:
         rows = []
         for i in range(kind.models):
             brand = cat.brands[int(self.rng.integers(len(cat.brands)))]
-            tier = _TIERS[min(i * len(_TIERS) // kind.models, len(_TIERS) - 1)]
+            tiers = _catalogue().tiers
+            tier = tiers[min(i * len(tiers) // kind.models, len(tiers) - 1)]
             number = int(self.rng.integers(2, 99)) * 10
             position = (i + 0.5) / kind.models
             rows.append(
@@ -357,7 +319,7 @@ def _build_catalogue(rng: np.random.Generator, clock: _Clock) -> _Catalogue:
     stages: list[list[list[int]]] = []
     members: list[list[int]] = []
     accessories: dict[int, list[int]] = {}
-    for c, cat in enumerate(_CATEGORIES):
+    for c, cat in enumerate(_catalogue().departments):
         # Weights per kind, spread over its models, so that big-ticket items do not dominate.
         cat_stages = [builder.models(c, cat, kind, 1.0 / kind.models) for kind in cat.sequence]
         extras = [row for kind in cat.extras for row in builder.models(c, cat, kind, 1.2 / kind.models)]
@@ -415,10 +377,11 @@ def _assemble_catalogue(
     )  # made for it
     updated = created + rng.integers(_DAY, clock.cutoff - 3600 - created)
     category = np.array(builder.categories, dtype=np.int64)
+    departments = _catalogue().departments
     table: Frame = {
         "product_id": np.arange(1, n + 1, dtype=np.int64),
         "sku": np.array(
-            [f"{_CATEGORIES[c].name[:3].upper()}-{i + 1:05d}" for i, c in enumerate(category)], dtype=object
+            [f"{departments[c].name[:3].upper()}-{i + 1:05d}" for i, c in enumerate(category)], dtype=object
         ),
         "name": np.array(builder.names, dtype=object),
         "category": np.array(builder.kinds, dtype=object),
@@ -585,11 +548,12 @@ def _showcase_orders(seed: int, n: int, clock: _Clock) -> tuple[np.ndarray, np.n
     """
     rng = _rng(seed, 7)
     k = _showcase_count(n)
-    department = np.tile(np.repeat(np.arange(len(_CATEGORIES)), k), len(_SHOWCASE_DELAYS))
+    departments = len(_catalogue().departments)
+    department = np.tile(np.repeat(np.arange(departments), k), len(_SHOWCASE_DELAYS))
     shop = ZoneInfo(SHOP_TIME_ZONE)
     day_start = np.repeat(
         [_epoch(clock.as_of - dt.timedelta(days=delay + 1), shop) for delay in _SHOWCASE_DELAYS],
-        len(_CATEGORIES) * k,
+        departments * k,
     )
     times = day_start + rng.integers(8 * 3600, 20 * 3600, len(department))
     return department, times
@@ -904,7 +868,7 @@ def _order_lines(
     rng: np.random.Generator, orders: _Orders, cat: _Catalogue, n_customers: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """(order row, product row) per line, at most one line per product and order."""
-    favourite = rng.choice(len(_CATEGORIES), n_customers)
+    favourite = rng.choice(len(_catalogue().departments), n_customers)
     lead = _lead_products(rng, orders, favourite, cat)
     lines = 1 + np.minimum(rng.poisson(1.65, len(lead)), 5)
     lines[orders.showcase >= 0] = 1  # the main product alone: its accessories are still to suggest

@@ -92,17 +92,24 @@ measured as (
         1.0 * pairs.pairs / basket_total.baskets as support,
         1.0 * pairs.pairs / pairs.antecedent_baskets as confidence,
         -- confidence / (baskets with B / baskets), as one division of exact counts
-        (1.0 * pairs.pairs * basket_total.baskets)
-            / (1.0 * pairs.antecedent_baskets * pairs.consequent_baskets) as lift,
+        (
+            (1.0 * pairs.pairs * basket_total.baskets)
+            / (1.0 * pairs.antecedent_baskets * pairs.consequent_baskets)
+        ) as lift,
         case when consequent.accessory_for = pairs.antecedent_product_id then 1 else 0 end
             as is_catalogue,
         case
             when consequent.price < antecedent.price
-                and (antecedent.accessory_for is null
-                     or antecedent.accessory_for <> pairs.consequent_product_id)
-                and (consequent.accessory_for is null
-                     or consequent.accessory_for = pairs.antecedent_product_id)
-            then 1 else 0
+                and (
+                    antecedent.accessory_for is null
+                    or antecedent.accessory_for <> pairs.consequent_product_id
+                )
+                and (
+                    consequent.accessory_for is null
+                    or consequent.accessory_for = pairs.antecedent_product_id
+                )
+                then 1
+            else 0
         end as is_oriented
     from pairs
     cross join basket_total
@@ -113,7 +120,7 @@ measured as (
 never_together as (
     -- catalogue pairs without a common basket yet: the catalogue alone vouches for them
     select
-        main.product_id as antecedent_product_id,
+        main_product.product_id as antecedent_product_id,
         accessory.product_id as consequent_product_id,
         0 as pairs,
         0.0 as support,
@@ -122,12 +129,12 @@ never_together as (
         1 as is_catalogue,
         1 as is_oriented
     from stg_products as accessory
-    inner join stg_products as main on main.product_id = accessory.accessory_for
-    where accessory.product_id <> main.product_id
+    inner join stg_products as main_product on main_product.product_id = accessory.accessory_for
+    where accessory.product_id <> main_product.product_id
       and not exists (
           select 1
           from pairs
-          where pairs.antecedent_product_id = main.product_id
+          where pairs.antecedent_product_id = main_product.product_id
             and pairs.consequent_product_id = accessory.product_id
       )
 ),

@@ -115,8 +115,10 @@ measured as (
         pairs.pairs,
         1.0 * pairs.pairs / customer_total.customers as support,
         1.0 * pairs.pairs / pairs.antecedent_buyers as confidence,
-        (1.0 * pairs.pairs * customer_total.customers)
-            / (1.0 * pairs.antecedent_buyers * pairs.consequent_buyers) as lift
+        (
+            (1.0 * pairs.pairs * customer_total.customers)
+            / (1.0 * pairs.antecedent_buyers * pairs.consequent_buyers)
+        ) as lift
     from pairs
     cross join customer_total
 ),
@@ -151,7 +153,7 @@ chosen as (
     select antecedent_category, consequent_category, product_id
     from (
         select
-            first_choices.*,
+            *,
             row_number() over (
                 partition by antecedent_category, consequent_category
                 order by choosers desc, product_id

@@ -97,8 +97,10 @@ measured as (
         1.0 * pairs.pairs / customer_total.customers as support,
         1.0 * pairs.pairs / pairs.antecedent_buyers as confidence,
         -- confidence / (buyers of B / customers), as one division of exact counts
-        (1.0 * pairs.pairs * customer_total.customers)
-            / (1.0 * pairs.antecedent_buyers * pairs.consequent_buyers) as lift
+        (
+            (1.0 * pairs.pairs * customer_total.customers)
+            / (1.0 * pairs.antecedent_buyers * pairs.consequent_buyers)
+        ) as lift
     from pairs
     cross join customer_total
 ),

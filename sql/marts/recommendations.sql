@@ -128,10 +128,11 @@ candidates as (
 
 best_reason as (
     select
-        candidates.*,
+        *,
         row_number() over (
             partition by customer_id, kind, product_id
-            order by from_last_order desc, is_catalogue desc, score desc, confidence desc,
+            order by
+                from_last_order desc, is_catalogue desc, score desc, confidence desc,
                 because_product_id, rule_kind desc
         ) as reason_position
     from candidates
@@ -164,15 +165,15 @@ final as (
         ranked.because_product_id,
         ranked.score,
         case
-            when ranked.rule_kind = 'next_category' then
-                'Customers who bought from ' || antecedent.category || ' often buy from '
+            when ranked.rule_kind = 'next_category'
+                then 'Customers who bought from ' || antecedent.category || ' often buy from '
                 || consequent.category || ' next (' || {{ percent("ranked.confidence") }}
                 || ' % of them); ' || consequent.name || ' is their most frequent choice.'
-            when ranked.kind = 'next_purchase' then
-                'Customers who bought ' || antecedent.name || ' often buy ' || consequent.name
+            when ranked.kind = 'next_purchase'
+                then 'Customers who bought ' || antecedent.name || ' often buy ' || consequent.name
                 || ' next (' || {{ percent("ranked.confidence") }} || ' % of them).'
-            when ranked.is_catalogue = 1 then
-                consequent.name || ' is made for ' || antecedent.name || '; '
+            when ranked.is_catalogue = 1
+                then consequent.name || ' is made for ' || antecedent.name || '; '
                 || {{ percent("ranked.confidence") }} || ' % of orders with ' || antecedent.name
                 || ' include it.'
             else

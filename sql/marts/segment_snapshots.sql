@@ -25,7 +25,8 @@ with facts as (
 ),
 
 buyers as (
-    select * from facts where orders > 0
+    select * from facts
+    where orders > 0
 ),
 
 -- Quintile scores: equal values share a score (the lowest of their run), so ties are
@@ -55,8 +56,10 @@ revenue_ranks as (
     select
         customer_id,
         revenue_12m,
-        sum(revenue_12m) over (order by revenue_12m desc, customer_id rows unbounded preceding)
-            - revenue_12m as revenue_before,
+        (
+            sum(revenue_12m) over (order by revenue_12m desc, customer_id rows unbounded preceding)
+            - revenue_12m
+        ) as revenue_before,
         sum(revenue_12m) over () as revenue_total
     from facts
 ),
@@ -102,7 +105,9 @@ final as (
         case
             when facts.orders = 0 then 'awareness'
             when facts.recency_days > :dissolution_min_days
-                and facts.recency_days > :dissolution_factor * coalesce(facts.usual_gap_days, :default_gap_days)
+                and facts.recency_days > (
+                    :dissolution_factor * coalesce(facts.usual_gap_days, :default_gap_days)
+                )
                 then 'dissolution'
             when facts.orders >= :commitment_min_orders
                 and facts.active_days >= :commitment_min_days
@@ -120,11 +125,11 @@ final as (
         -- mean (NULL) and gets the population mean: the coalesce only keeps NULL * 0 from
         -- making it NULL. NULL when Gamma-Gamma was not fitted tonight (its parameters are NULL).
         case
-            when facts.orders > 0 then
-                :gg_p * (:gg_v + (facts.order_days - 1) * coalesce(facts.repeat_avg_order_value, 0))
+            when facts.orders > 0
+                then :gg_p * (:gg_v + (facts.order_days - 1) * coalesce(facts.repeat_avg_order_value, 0))
                 / (:gg_p * (facts.order_days - 1) + :gg_q - 1)
         end as expected_order_value_raw,
-        facts.margin_12m as margin_12m,
+        facts.margin_12m,
         :service_cost_per_order * facts.orders_12m as service_cost_12m,
         churn.discounted_purchases_12m
     from facts
@@ -141,7 +146,7 @@ final as (
 -- counts those and records why. Nothing else in the snapshot depends on them.
 valued as (
     select
-        final.*,
+        *,
         case
             when expected_order_value_raw >= 0 and expected_order_value_raw < :max_money
                 then round(expected_order_value_raw, 2)

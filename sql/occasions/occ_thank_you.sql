@@ -36,7 +36,7 @@ a_customers as (
         and snap.abc_class = 'A'
     where :thank_every_order_for_a = 1
       and arrived.ordered_at >= {{ ts("thank_from") }}
-      and arrived.order_id not in (select order_id from first_timers)
+      and arrived.order_id not in (select first_timers.order_id from first_timers)
 ),
 
 final as (

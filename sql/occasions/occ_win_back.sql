@@ -41,13 +41,13 @@ final as (
         tonight.recency_days
     from segment_snapshots as tonight
     inner join previous_night on 1 = 1
-    inner join segment_snapshots as before
-        on before.customer_id = tonight.customer_id
-        and before.night = previous_night.night
+    inner join segment_snapshots as previous
+        on previous.customer_id = tonight.customer_id
+        and previous.night = previous_night.night
     where tonight.night = {{ as_date("night") }}
       and tonight.lifecycle_phase = 'dissolution'
-      and before.lifecycle_phase <> 'dissolution'
-      and tonight.customer_id not in (select customer_id from greeted_this_stretch)
+      and previous.lifecycle_phase <> 'dissolution'
+      and tonight.customer_id not in (select greeted_this_stretch.customer_id from greeted_this_stretch)
 )
 
 select * from final

@@ -38,10 +38,12 @@ final as (
         occasion,
         status,
         count(*) as customers,
-        {% for n in (30, 60, 90) %}
-        sum(case when days_observed >= {{ n }} then 1 else 0 end) as eligible_{{ n }},
-        sum(case when days_observed >= {{ n }} and days_to_purchase < {{ n }} then 1 else 0 end) as bought_{{ n }}{{ "," if not loop.last }}
-        {% endfor %}
+        sum(case when days_observed >= 30 then 1 else 0 end) as eligible_30,
+        sum(case when days_observed >= 30 and days_to_purchase < 30 then 1 else 0 end) as bought_30,
+        sum(case when days_observed >= 60 then 1 else 0 end) as eligible_60,
+        sum(case when days_observed >= 60 and days_to_purchase < 60 then 1 else 0 end) as bought_60,
+        sum(case when days_observed >= 90 then 1 else 0 end) as eligible_90,
+        sum(case when days_observed >= 90 and days_to_purchase < 90 then 1 else 0 end) as bought_90
     from measured
     group by occasion, status
 )
