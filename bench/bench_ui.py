@@ -55,8 +55,8 @@ def _build(settings: Settings, customers: int, seed: int) -> None:
     stage_migrate(settings)
     for day in (DEMO_AS_OF - dt.timedelta(days=1), DEMO_AS_OF):
         night = night_for_date(day, settings.time_zone)
-        for _name, function in NIGHT_STAGES:
-            function(settings, night, f"bench-ui-{night}")
+        for stage in NIGHT_STAGES:
+            stage(settings, night, f"bench-ui-{night}")
 
 
 def _panels(engine: Engine, night: dt.date, customer_id: int, email: str, outbox_id: int) -> dict:

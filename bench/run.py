@@ -75,9 +75,9 @@ def _measure(rows: list[dict], name: str, func: Callable[[], object]) -> object:
 def _run_night(rows: list[dict], settings: Settings, night_date, label: str) -> dict:
     night = night_for_date(night_date, settings.time_zone)
     results = {}
-    for name, function in NIGHT_STAGES:
-        results[name] = _measure(
-            rows, f"{label} {name}", lambda f=function: f(settings, night, f"bench-{night}")
+    for stage in NIGHT_STAGES:
+        results[stage.name] = _measure(
+            rows, f"{label} {stage.name}", lambda s=stage: s(settings, night, f"bench-{night}")
         )
     return results
 
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     _measure(
         rows,
         "night 2 facts, full rebuild",
-        lambda: stage_facts(settings, night, "bench-full", full_rebuild=True),
+        lambda: stage_facts(settings, night, "bench-full", full_refresh=True),
     )
 
     evaluation = _measure(

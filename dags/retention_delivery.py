@@ -76,6 +76,15 @@ def _dry_run(context, settings) -> bool:
     return bool(context["params"]["dry_run"]) or settings.delivery_dry_run
 
 
+def _run(settings, signing: bool = False):
+    """The delivery run from the settings (``retention.delivery.DeliveryRun``), as every entry
+    point builds it; the signing secret is read only by the task that signs links."""
+    from retention.delivery import DeliveryRun
+    from retention_airflow import unsubscribe_secret
+
+    return DeliveryRun.from_settings(settings, unsubscribe_secret() if signing else b"")
+
+
 @dag(
     dag_id="retention_delivery",
     schedule=schedule("RETENTION_DELIVERY_SCHEDULE", "*/15 * * * *", "UTC"),
@@ -112,24 +121,24 @@ def retention_delivery():
     @task
     def sweep(**context) -> dict:
         from retention.db import engine_for
-        from retention.delivery import DeliveryPolicy, as_naive_utc, roll_missed_windows, sweep, utcnow
+        from retention.delivery import as_naive_utc, roll_missed_windows, sweep, utcnow
         from retention.settings import Settings
 
         settings = Settings()
         if _dry_run(context, settings):
             return {}
+        run = _run(settings)
         engine = engine_for(settings.warehouse)
         # Real time on purpose: a lease is about the sending process, not the business day.
-        counts = sweep(engine, DeliveryPolicy.from_settings(settings), utcnow())
-        window = (settings.send_window_start, settings.send_window_end)
+        counts = sweep(engine, run.policy, utcnow())
         until = as_naive_utc(_until(context))
-        counts.update(roll_missed_windows(engine, until, window, settings.delivery_max_delay_days))
+        counts.update(roll_missed_windows(engine, until, run.window, run.max_delay_days))
         return log_summary(context, counts)
 
     @task
     def plan(**context) -> list[dict]:
         from retention.db import engine_for
-        from retention.delivery import DeliveryPolicy, as_naive_utc, in_lanes
+        from retention.delivery import as_naive_utc, in_lanes
         from retention.delivery import plan as plan_batches
         from retention.settings import Settings
         from retention_airflow import smtp_config
@@ -139,7 +148,7 @@ def retention_delivery():
         if not _dry_run(context, settings):
             smtp_config(settings)  # a connection that cannot work fails here, before any claim
         until = as_naive_utc(_until(context))
-        policy = DeliveryPolicy.from_settings(settings)
+        policy = _run(settings).policy
         batches = plan_batches(
             engine_for(settings.warehouse),
             until,
@@ -159,13 +168,14 @@ def retention_delivery():
         from collections import Counter
 
         from retention.db import engine_for
-        from retention.delivery import DeliveryPolicy, Identity, preview_batch, send_lane
+        from retention.delivery import preview_batch, send_lane
         from retention.settings import Settings
-        from retention_airflow import smtp_config, unsubscribe_secret
+        from retention_airflow import smtp_config
 
         settings = Settings()
         engine = engine_for(settings.warehouse)
-        identity = Identity.from_settings(settings, unsubscribe_secret())
+        run = _run(settings, signing=True)
+        identity = run.identity
         until = _until(context)
         if _dry_run(context, settings):
             counts: Counter = Counter()
@@ -178,7 +188,7 @@ def retention_delivery():
             lane,
             until=until,
             identity=identity,
-            policy=DeliveryPolicy.from_settings(settings),
+            policy=run.policy,
         )
         return log_summary(context, counts, "outbox")
 

@@ -55,20 +55,17 @@ import os
 import pendulum
 from airflow.sdk import Param, TaskGroup, dag, task
 
+from retention.stages import NIGHT_STAGES, Stage
 from retention_airflow import ASSETS, SOURCE, schedule, summarise, task_defaults
 
 TIME_ZONE = os.environ.get("RETENTION_TIME_ZONE", "Europe/Berlin")
 
 #: Each task's execution_timeout (the table in the docstring): far above a normal night.
-TIMEOUTS = {
-    "migrate": dt.timedelta(minutes=15),
-    "extract": dt.timedelta(hours=3),
-    "quality": dt.timedelta(minutes=15),
-    "customer_facts": dt.timedelta(hours=2),
-    "segments": dt.timedelta(hours=2),
-    "recommendations": dt.timedelta(hours=2),
-    "occasions": dt.timedelta(hours=1),
-    "render": dt.timedelta(hours=3),
+TIMEOUTS = {"migrate": dt.timedelta(minutes=15), **{s.task_id: s.timeout for s in NIGHT_STAGES}}
+GROUP_TOOLTIPS = {
+    "load": "shop -> staging, bad rows held back",
+    "model": "customer facts, segments, suggestions",
+    "messages": "occasions -> rendered outbox",
 }
 
 
@@ -86,6 +83,38 @@ def _final(*errors):
     from retention_airflow import fail_without_retry
 
     return fail_without_retry(NightNotReproducible, *errors)
+
+
+def _asset(name: str):
+    return SOURCE if name == "source" else ASSETS[name]
+
+
+def _stage_task(stage: Stage):
+    """The task of one stage of ``retention.stages.NIGHT_STAGES``: run it for the run's night and
+    put its counts on the asset events of what it writes."""
+
+    @task(
+        task_id=stage.task_id,
+        inlets=[_asset(name) for name in stage.inlets],
+        outlets=[_asset(name) for name in stage.outlets],
+        execution_timeout=stage.timeout,
+    )
+    def run_stage(**context) -> dict:
+        secret = None
+        if stage.signs:
+            from retention.unsubscribe import WeakSecret
+            from retention_airflow import fail_without_retry, unsubscribe_secret
+
+            with fail_without_retry(WeakSecret):
+                secret = unsubscribe_secret()
+        settings, night = _night(context)
+        full_refresh = bool(context["params"]["full_refresh"])
+        with _final(*stage.final_errors()):
+            counts = stage(settings, night, context["run_id"], full_refresh=full_refresh, secret=secret)
+        return summarise(context, counts, *stage.outlets)
+
+    run_stage.__doc__ = f"The {stage.name} stage ({stage.function})."
+    return run_stage
 
 
 @dag(
@@ -123,116 +152,22 @@ def retention_nightly():
             unsubscribe_secret()  # render needs it: refuse a missing or weak one before any stage runs
         stage_migrate(Settings())
 
-    @task(
-        inlets=[SOURCE],
-        outlets=[ASSETS["staging"], ASSETS["quarantine"]],
-        execution_timeout=TIMEOUTS["extract"],
-    )
-    def extract(**context) -> dict:
-        from retention.pipeline import stage_extract
-
-        settings, night = _night(context)
-        with _final():
-            counts = stage_extract(
-                settings, night, context["run_id"], full_refresh=bool(context["params"]["full_refresh"])
+    # One chain, in the order of NIGHT_STAGES, in task groups that read as the data flow: load
+    # the shop, model the customers, write the messages. Task ids stay short (no group prefix):
+    # logs, tests and runbooks name them.
+    groups: dict[str, TaskGroup] = {}
+    previous = None
+    for stage in NIGHT_STAGES:
+        if stage.group not in groups:
+            groups[stage.group] = TaskGroup(
+                stage.group, prefix_group_id=False, tooltip=GROUP_TOOLTIPS.get(stage.group)
             )
-        return summarise(context, counts, "staging", "quarantine")
-
-    @task(inlets=[ASSETS["staging"], ASSETS["quarantine"]], execution_timeout=TIMEOUTS["quality"])
-    def quality(**context) -> dict:
-        from retention.pipeline import QualityError, stage_quality
-
-        settings, night = _night(context)
-        with _final(QualityError):  # the same rows fail again: alert now, not in 10 minutes
-            return summarise(context, stage_quality(settings, night, context["run_id"]))
-
-    @task(
-        inlets=[ASSETS["staging"]],
-        outlets=[ASSETS["customer_facts"]],
-        execution_timeout=TIMEOUTS["customer_facts"],
-    )
-    def customer_facts(**context) -> dict:
-        from retention.pipeline import stage_facts
-
-        settings, night = _night(context)
-        with _final():
-            counts = stage_facts(
-                settings, night, context["run_id"], full_rebuild=bool(context["params"]["full_refresh"])
-            )
-        return summarise(context, counts, "customer_facts")
-
-    @task(
-        inlets=[ASSETS["customer_facts"]],
-        outlets=[ASSETS["segments"]],
-        execution_timeout=TIMEOUTS["segments"],
-    )
-    def segments(**context) -> dict:
-        from retention.pipeline import stage_segments
-
-        settings, night = _night(context)
-        with _final():
-            return summarise(context, stage_segments(settings, night, context["run_id"]), "segments")
-
-    @task(
-        inlets=[ASSETS["staging"], ASSETS["customer_facts"]],
-        outlets=[ASSETS["recommendations"]],
-        execution_timeout=TIMEOUTS["recommendations"],
-    )
-    def recommendations(**context) -> dict:
-        from retention.pipeline import stage_recommendations
-
-        settings, night = _night(context)
-        full = bool(context["params"]["full_refresh"])
-        with _final():
-            counts = stage_recommendations(settings, night, context["run_id"], full_rebuild=full)
-        return summarise(context, counts, "recommendations")
-
-    @task(
-        inlets=[
-            ASSETS["staging"],
-            ASSETS["customer_facts"],
-            ASSETS["segments"],
-            ASSETS["recommendations"],
-        ],
-        outlets=[ASSETS["occasions"]],
-        execution_timeout=TIMEOUTS["occasions"],
-    )
-    def occasions(**context) -> dict:
-        from retention.pipeline import stage_occasions
-
-        settings, night = _night(context)
-        with _final():
-            return summarise(context, stage_occasions(settings, night, context["run_id"]), "occasions")
-
-    @task(
-        inlets=[ASSETS["occasions"], ASSETS["staging"]],
-        outlets=[ASSETS["outbox"]],
-        execution_timeout=TIMEOUTS["render"],
-    )
-    def render(**context) -> dict:
-        from retention.pipeline import stage_render
-        from retention.unsubscribe import WeakSecret
-        from retention_airflow import fail_without_retry, unsubscribe_secret
-
-        settings, night = _night(context)
-        with fail_without_retry(WeakSecret):
-            secret = unsubscribe_secret()
-        with _final():
-            counts = stage_render(settings, night, context["run_id"], secret=secret)
-        return summarise(context, counts, "outbox")
-
-    # Task groups read as the data flow: load the shop, model the customers, write the
-    # messages. Task ids stay short (no group prefix): logs, tests and runbooks name them.
-    with TaskGroup("load", prefix_group_id=False, tooltip="shop -> staging, bad rows held back"):
-        loaded = migrate() >> extract() >> quality()
-    with TaskGroup("model", prefix_group_id=False, tooltip="customer facts, segments, suggestions"):
-        facts = customer_facts()
-        modelled = facts >> segments() >> recommendations()
-    with TaskGroup("messages", prefix_group_id=False, tooltip="occasions -> rendered outbox"):
-        found = occasions()
-        found >> render()
-    loaded >> facts
-    modelled >> found
+        with groups[stage.group]:
+            if previous is None:
+                previous = migrate()
+            current = _stage_task(stage)()
+        previous >> current
+        previous = current
 
 
 retention_nightly()

@@ -43,6 +43,9 @@ import numpy.typing as npt
 from scipy.optimize import minimize
 from scipy.special import betaln, digamma, gammaln, hyp2f1
 
+# The month of :func:`clv`, in days: one definition of time for the whole package.
+from retention.night import DAYS_PER_MONTH
+
 __all__ = [
     "DAYS_PER_MONTH",
     "BgNbdParams",
@@ -61,8 +64,6 @@ __all__ = [
 ArrayLike = npt.ArrayLike
 FloatArray = npt.NDArray[np.float64]
 
-#: Length of the month used by :func:`clv`, in days (mean Gregorian month).
-DAYS_PER_MONTH = 365.25 / 12.0
 
 # Log-parameters are boxed so that a flat likelihood cannot send exp() to inf; the data are
 # rescaled before fitting, so true optima sit many orders of magnitude inside this box.

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from decimal import Decimal
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, func, select
 
 from retention import schema
-from retention.render import format_day, format_money, salutation
+from retention.night import local_date
+from retention.render import Formatter, salutation
 from retention.settings import Settings
 
 __all__ = ["Lookups", "gather", "context_for"]
@@ -93,49 +92,16 @@ def gather(conn: Connection, items: list[dict]) -> Lookups:
     return lookups
 
 
-def _local_day(moment: dt.datetime, zone: str) -> dt.date:
-    return moment.replace(tzinfo=dt.UTC).astimezone(ZoneInfo(zone)).date()
-
-
 def _months_between(earlier: dt.date, later: dt.date) -> int:
     months = (later.year - earlier.year) * 12 + later.month - earlier.month
     return months - 1 if later.day < earlier.day else months
 
 
-class _Formatter:
-    """Locale-aware formatting for one customer."""
-
-    def __init__(self, item: dict, settings: Settings) -> None:
-        self.language, self.country, self.zone = item["language"], item["country"], item["time_zone"]
-        self.settings = settings
-
-    def day(self, day: dt.date) -> str:
-        return format_day(day, self.language, self.country)
-
-    def money(self, amount: object, currency: str | None = None) -> str:
-        return format_money(
-            Decimal(str(amount)), currency or self.settings.currency, self.language, self.country
-        )
-
-    def product(self, product: dict) -> dict:
-        slug = product.get("sku") or product["product_id"]
-        return {
-            "name": product["name"],
-            "price": self.money(product["price"], product.get("currency")),
-            "url": f"{self.settings.shop_url}/p/{slug}",
-        }
-
-    def order(self, order: dict) -> dict:
-        return {
-            "id": order["order_id"],
-            "date": self.day(_local_day(order["ordered_at"], self.zone)),
-            "total": self.money(order["total"], order["currency"]),
-        }
-
-
 def context_for(item: dict, lookups: Lookups, settings: Settings, unsubscribe_url: str) -> dict:
     """The template context of one pending message (see ``templates/README.md``)."""
-    fmt = _Formatter(item, settings)
+    fmt = Formatter(
+        item["language"], item["country"], settings.shop_url, settings.currency, item["time_zone"]
+    )
     occasion_date = item["occasion_date"]
     if isinstance(occasion_date, str):
         occasion_date = dt.date.fromisoformat(occasion_date)
@@ -156,7 +122,7 @@ def context_for(item: dict, lookups: Lookups, settings: Settings, unsubscribe_ur
     return context
 
 
-def _occasion_fields(item: dict, lookups: Lookups, fmt: _Formatter, occasion_date: dt.date) -> dict:
+def _occasion_fields(item: dict, lookups: Lookups, fmt: Formatter, occasion_date: dt.date) -> dict:
     occasion = item["occasion"]
     order = lookups.orders.get(item.get("order_id"))
     if occasion == "thank_you":
@@ -167,7 +133,7 @@ def _occasion_fields(item: dict, lookups: Lookups, fmt: _Formatter, occasion_dat
             "first_order": {"date": fmt.day(dt.date.fromisoformat(item["first_order_date"]))},
         }
     if occasion == "win_back":
-        last = _local_day(lookups.last_orders[item["customer_id"]], fmt.zone)
+        last = local_date(lookups.last_orders[item["customer_id"]], fmt.zone)
         return {"last_order": {"date": fmt.day(last)}, "months": max(_months_between(last, occasion_date), 1)}
     if occasion in ("next_purchase", "accessory"):
         return _suggestion_fields(item, lookups, fmt)
@@ -183,13 +149,13 @@ def _occasion_fields(item: dict, lookups: Lookups, fmt: _Formatter, occasion_dat
         }
     if occasion == "feedback":
         return {
-            "order": {"id": order["order_id"], "date": fmt.day(_local_day(order["ordered_at"], fmt.zone))},
-            "feedback_url": f"{fmt.settings.shop_url}/feedback?order={order['order_id']}",
+            "order": {"id": order["order_id"], "date": fmt.day(local_date(order["ordered_at"], fmt.zone))},
+            "feedback_url": f"{fmt.shop_url}/feedback?order={order['order_id']}",
         }
     return {}
 
 
-def _suggestion_fields(item: dict, lookups: Lookups, fmt: _Formatter) -> dict:
+def _suggestion_fields(item: dict, lookups: Lookups, fmt: Formatter) -> dict:
     """``product``, ``because`` and the figures a suggestion is explained with (issue #12).
 
     The occasion row names the rule behind the suggestion (``rule_kind``, ``share``,

@@ -73,11 +73,13 @@ from retention.mailer import (
     build_message,
     unsubscribe_links,
 )
+from retention.night import as_naive_utc, local_date, send_window, utcnow
 from retention.progress import Progress
 from retention.unsubscribe import email_hash
 
 __all__ = [
     "DeliveryPolicy",
+    "DeliveryRun",
     "Identity",
     "RateLimiter",
     "SmtpUnavailable",
@@ -120,30 +122,29 @@ COUNT_KEYS = (
 FINAL_STATES = ("sent", "failed", "cancelled", "unknown")
 
 
-def utcnow() -> dt.datetime:
-    """The real clock, naive UTC (the warehouse stores naive UTC)."""
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+def _default(name: str) -> object:
+    """The default of setting ``delivery_<name>``: the settings hold each default once."""
+    from retention.settings import Settings
 
-
-def as_naive_utc(moment: dt.datetime) -> dt.datetime:
-    """An aware timestamp as naive UTC; a naive one is taken to be UTC already."""
-    return moment.astimezone(dt.UTC).replace(tzinfo=None) if moment.tzinfo else moment
+    return Settings.model_fields[f"delivery_{name}"].default
 
 
 @dataclass(frozen=True)
 class DeliveryPolicy:
-    """The delivery settings (``RETENTION_DELIVERY_*``), with their defaults."""
+    """The delivery settings (``RETENTION_DELIVERY_*``); each default is the setting's own."""
 
-    batch_size: int = 200  # messages per SMTP session
-    batches: int = 4  # batches sent in parallel at most (each parallel lane sends several in turn)
-    rate_per_second: float = 20.0  # all batches together; 0 = unlimited
-    run_cap: int = 5000  # messages per run at most: ceil(min(due, run_cap) / batch_size) batches
-    max_attempts: int = 5  # SMTP attempts before a transient failure becomes final
-    backoff_seconds: float = 300.0  # wait after the first transient failure; doubles each time
-    backoff_max_seconds: float = 6 * 3600.0
-    lease_seconds: float = 600.0  # must outlast one SMTP conversation (smtp_timeout) by far
-    unknown_policy: str = "hold"  # hold: report and wait for a person; resend: send again
-    dry_run: bool = False
+    batch_size: int = _default("batch_size")  # messages per SMTP session
+    batches: int = _default("batches")  # batches sent in parallel at most (each lane sends several in turn)
+    rate_per_second: float = _default("rate_per_second")  # all batches together; 0 = unlimited
+    run_cap: int = _default(
+        "run_cap"
+    )  # messages per run at most: ceil(min(due, run_cap) / batch_size) batches
+    max_attempts: int = _default("max_attempts")  # SMTP attempts before a transient failure becomes final
+    backoff_seconds: float = _default("backoff_seconds")  # wait after the first transient failure; doubles
+    backoff_max_seconds: float = _default("backoff_max_seconds")
+    lease_seconds: float = _default("lease_seconds")  # must outlast one SMTP conversation by far
+    unknown_policy: str = _default("unknown_policy")  # hold: report and wait for a person; resend: send again
+    dry_run: bool = _default("dry_run")
 
     def __post_init__(self) -> None:
         if self.unknown_policy not in ("hold", "resend"):
@@ -185,6 +186,56 @@ class Identity:
             settings.unsubscribe_base,  # type: ignore[attr-defined]
             secret,
             settings.unsubscribe_mailto,
+        )
+
+
+@dataclass(frozen=True)
+class DeliveryRun:
+    """Everything a delivery needs from the settings, built in one place: the DAG's tasks,
+    ``retention send`` (``stage_deliver``) and ``python -m retention.delivery`` all use
+    :meth:`from_settings`."""
+
+    policy: DeliveryPolicy
+    identity: Identity
+    window: tuple[dt.time, dt.time]  # the customers' local send window
+    max_delay_days: int  # a missed window moves to the next day's at most this often
+
+    @classmethod
+    def from_settings(cls, settings: object, secret: bytes, **policy_overrides: object) -> DeliveryRun:
+        return cls(
+            policy=DeliveryPolicy.from_settings(settings, **policy_overrides),
+            identity=Identity.from_settings(settings, secret),
+            window=(settings.send_window_start, settings.send_window_end),  # type: ignore[attr-defined]
+            max_delay_days=settings.delivery_max_delay_days,  # type: ignore[attr-defined]
+        )
+
+    def deliver(
+        self,
+        warehouse: Engine,
+        config: SmtpConfig,
+        until: dt.datetime,
+        *,
+        limit: int | None = None,
+        dry_run: bool = False,
+        clock: Clock = utcnow,
+        observer: Observer | None = None,
+    ) -> dict[str, int]:
+        """:func:`deliver` with this run's policy, identity and window."""
+        return deliver(
+            warehouse,
+            config,
+            until=until,
+            sender=self.identity.sender,
+            shop_url="",
+            secret=self.identity.secret,
+            identity=self.identity,
+            limit=limit,
+            dry_run=dry_run,
+            policy=self.policy,
+            clock=clock,
+            observer=observer,
+            window=self.window,
+            max_delay_days=self.max_delay_days,
         )
 
 
@@ -240,8 +291,6 @@ def roll_missed_windows(
 
     A birthday greeting two days late is worse than none, and a 3 a.m. email worse still.
     """
-    from zoneinfo import ZoneInfo
-
     box = schema.outbox
     counts: Counter[str] = Counter()
     with warehouse.begin() as conn:
@@ -251,12 +300,11 @@ def roll_missed_windows(
             )
         ).all()
         for outbox_id, occasion_date, zone in missed:
-            local_today = until.replace(tzinfo=dt.UTC).astimezone(ZoneInfo(zone)).date()
-            day = max(occasion_date, local_today)
-            opens, closes = (_local(day, t, zone) for t in window)
+            day = max(occasion_date, local_date(until, zone))
+            opens, closes = send_window(day, window, zone)
             if closes <= until:
                 day += dt.timedelta(days=1)
-                opens, closes = (_local(day, t, zone) for t in window)
+                opens, closes = send_window(day, window, zone)
             if (day - occasion_date).days > max_delay_days:
                 values = {
                     "status": "expired",
@@ -272,12 +320,6 @@ def roll_missed_windows(
     if counts:
         log.info("send windows: %s", dict(counts))
     return dict(counts)
-
-
-def _local(day: dt.date, at: dt.time, zone: str) -> dt.datetime:
-    from zoneinfo import ZoneInfo
-
-    return dt.datetime.combine(day, at, tzinfo=ZoneInfo(zone)).astimezone(dt.UTC).replace(tzinfo=None)
 
 
 def due_ids(
@@ -788,18 +830,21 @@ def deliver(
     mailto: str | None = None,
     window: tuple[dt.time, dt.time] | None = None,
     max_delay_days: int = 1,
+    identity: Identity | None = None,
 ) -> dict[str, int]:
     """Sweep, plan and send every batch in turn, in this process; the summed counts.
 
     With ``window`` (the local send window), messages whose window closed before
     ``until`` first move to the next day's window or expire (:func:`roll_missed_windows`).
+    ``identity`` replaces ``sender``, ``shop_url``, ``secret`` and ``mailto`` when given
+    (:meth:`DeliveryRun.deliver` passes it).
     """
     policy = policy or DeliveryPolicy()
     if limit is not None:
         policy = dataclasses.replace(policy, run_cap=limit)
     dry_run = dry_run or policy.dry_run
     until = as_naive_utc(until)
-    identity = Identity.for_shop(sender, shop_url, secret, mailto)
+    identity = identity or Identity.for_shop(sender, shop_url, secret, mailto)
     counts: Counter[str] = Counter(dict.fromkeys(COUNT_KEYS, 0))
     if not dry_run:
         counts.update(sweep(warehouse, policy, clock()))
@@ -885,24 +930,20 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     settings = Settings().with_overrides(warehouse_url=args.url, smtp_url=args.smtp_url)
-    policy = DeliveryPolicy.from_settings(
+    run = DeliveryRun.from_settings(
         settings,
+        secret_from_env(),
         lease_seconds=args.lease_seconds,
         unknown_policy=args.unknown_policy,
         rate_per_second=args.rate,
     )
     config = SmtpConfig.from_environment(settings.smtp_url, settings.smtp_conn_id, settings.smtp_timeout)
-    counts = deliver(
+    counts = run.deliver(
         engine_for(settings.warehouse),
         config,
-        until=dt.datetime.fromisoformat(args.until),
-        sender=settings.sender,
-        shop_url=settings.unsubscribe_base,
-        secret=secret_from_env(),
+        dt.datetime.fromisoformat(args.until),
         dry_run=args.dry_run,
-        policy=policy,
         observer=_trace if args.trace else None,
-        mailto=settings.unsubscribe_mailto,
     )
     print(json.dumps({"done": counts}, sort_keys=True), flush=True)
     return 0

@@ -40,6 +40,7 @@ from urllib.parse import parse_qs, quote, unquote, urlparse
 
 import yagmail
 
+from retention.night import as_utc
 from retention.unsubscribe import sign
 
 __all__ = [
@@ -470,7 +471,7 @@ def build_message(
     msg["To"] = row["email"]
     msg["Subject"] = row["subject"]
     msg["Message-ID"] = row["message_id"]
-    when = (date or row["send_at"]).replace(tzinfo=dt.UTC)
+    when = as_utc(date or row["send_at"])
     msg["Date"] = format_datetime(when)
     msg["List-Unsubscribe"] = f"<{unsubscribe_mailto}>, <{unsubscribe_url}>"
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"

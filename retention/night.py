@@ -1,4 +1,8 @@
-"""What "the night of date D" means, defined once.
+"""Time, defined once: what "the night of date D" means, customers' local dates, UTC and local
+conversions, and send windows. Every other module imports its time rules from here.
+
+The warehouse stores moments as naive UTC (:func:`as_naive_utc`); a customer's calendar is their
+own zone's (:func:`local_date`, :func:`local_moment`).
 
 **Night D** is the run that, early on local date D in the shop's time zone, takes in
 the shop's changes of the local day before (``[D-1 00:00, D 00:00)`` local time, as
@@ -34,9 +38,66 @@ from dataclasses import dataclass
 from functools import cache
 from zoneinfo import ZoneInfo
 
-__all__ = ["FutureNight", "Night", "days_ahead", "night_for_date", "night_from_run"]
+__all__ = [
+    "DAYS_PER_MONTH",
+    "FutureNight",
+    "Night",
+    "as_naive_utc",
+    "as_utc",
+    "days_ahead",
+    "local_date",
+    "local_moment",
+    "night_for_date",
+    "night_from_run",
+    "send_window",
+    "utcnow",
+]
 
 UTC = dt.UTC
+
+
+#: The mean month in days (a Julian year over twelve): churn's time unit and its 90-day horizons.
+DAYS_PER_MONTH = 365.25 / 12
+
+
+def utcnow() -> dt.datetime:
+    """The real clock as naive UTC: for leases and audit stamps only, never a business input
+    (a night's time comes from its :class:`Night`)."""
+    return dt.datetime.now(UTC).replace(tzinfo=None)
+
+
+def as_naive_utc(moment: dt.datetime) -> dt.datetime:
+    """An aware moment as naive UTC, the warehouse's form; a naive one is taken to be UTC already."""
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+def as_utc(moment: dt.datetime | str) -> dt.datetime:
+    """A warehouse moment (naive UTC, or its ISO text from SQLite) as an aware UTC datetime."""
+    if isinstance(moment, str):
+        moment = dt.datetime.fromisoformat(moment)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+@cache
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def local_date(moment: dt.datetime | str, time_zone: str) -> dt.date:
+    """The local date in ``time_zone`` of a warehouse moment (naive UTC)."""
+    return as_utc(moment).astimezone(_zone(time_zone)).date()
+
+
+def local_moment(day: dt.date, at: dt.time, time_zone: str) -> dt.datetime:
+    """Wall-clock time ``at`` on ``day`` in ``time_zone``, as naive UTC."""
+    return dt.datetime.combine(day, at, tzinfo=_zone(time_zone)).astimezone(UTC).replace(tzinfo=None)
+
+
+def send_window(
+    day: dt.date, window: tuple[dt.time, dt.time], time_zone: str
+) -> tuple[dt.datetime, dt.datetime]:
+    """When a customer's send window opens and closes on their local ``day``, as naive UTC."""
+    return local_moment(day, window[0], time_zone), local_moment(day, window[1], time_zone)
 
 
 class FutureNight(ValueError):

@@ -33,12 +33,11 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import Callable
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, select
 
 from retention import schema
-from retention.night import Night, days_ahead, night_for_date
+from retention.night import Night, days_ahead, local_date, night_for_date
 from retention.runlog import stage_counts
 from retention.settings import OCCASIONS, Settings
 from retention.sqlmodels import select_model
@@ -167,12 +166,6 @@ def _params(occasion: str, night: Night, settings: Settings, targets: set[dt.dat
     return params, flags
 
 
-def _utc(moment: dt.datetime | str) -> dt.datetime:
-    if isinstance(moment, str):
-        moment = dt.datetime.fromisoformat(moment)
-    return moment.replace(tzinfo=dt.UTC)
-
-
 def _as_date(value: dt.date | str) -> dt.date:
     return dt.date.fromisoformat(value) if isinstance(value, str) else value
 
@@ -196,7 +189,7 @@ def _keep_local_anniversaries(
     kept = []
     for row in candidates:
         target = targets[row["customer_id"]]
-        local = _utc(row.pop("first_order_at")).astimezone(ZoneInfo(zones[row["customer_id"]])).date()
+        local = local_date(row.pop("first_order_at"), zones[row["customer_id"]])
         years = target.year - local.year
         if years >= 1 and anniversary_date(local, target.year) == target:
             kept.append({**row, "years": years, "first_order_date": local.isoformat()})
@@ -210,9 +203,8 @@ def _keep_local_feedback(
     delay = dt.timedelta(days=settings.feedback_delay_days)
     latest: dict[int, dict] = {}
     for row in candidates:
-        ordered_at = _utc(row.pop("ordered_at"))
         day = targets[row["customer_id"]] - delay
-        if ordered_at.astimezone(ZoneInfo(zones[row["customer_id"]])).date() != day:
+        if local_date(row.pop("ordered_at"), zones[row["customer_id"]]) != day:
             continue
         if row["customer_id"] not in latest or row["order_id"] > latest[row["customer_id"]]["order_id"]:
             latest[row["customer_id"]] = row
@@ -256,7 +248,7 @@ def _thanked_orders(conn: Connection, night: Night, ids: set[int]) -> tuple[set[
 
 def _nights_late(ordered_at: dt.datetime | str, night: Night) -> int:
     """How many nights after its own night (the one whose window holds ordered_at) this one is."""
-    own_night = _utc(ordered_at).astimezone(night.zone).date() + dt.timedelta(days=1)
+    own_night = local_date(ordered_at, night.time_zone) + dt.timedelta(days=1)
     return (night.date - own_night).days
 
 

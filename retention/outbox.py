@@ -21,14 +21,13 @@ import logging
 from collections import Counter, defaultdict
 from email.utils import parseaddr
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, and_, select
 
 from retention import schema
 from retention.contexts import Lookups, context_for, gather
 from retention.db import insert_ignore
-from retention.night import Night
+from retention.night import Night, local_moment
 from retention.progress import Progress
 from retention.render import Message, Renderer, RenderLimits, RenderPool, TemplateProblem
 from retention.settings import Settings
@@ -47,8 +46,7 @@ def message_id(customer_id: int, occasion: str, occasion_date: dt.date, sender: 
 
 def send_at(occasion_date: dt.date, time_zone: str, local_time: dt.time) -> dt.datetime:
     """A local time of the customer's on a date (the send window's start or end), as naive UTC."""
-    local = dt.datetime.combine(occasion_date, local_time, tzinfo=ZoneInfo(time_zone))
-    return local.astimezone(dt.UTC).replace(tzinfo=None)
+    return local_moment(occasion_date, local_time, time_zone)
 
 
 def fill(warehouse: Engine, night: Night, settings: Settings, secret: bytes) -> dict:

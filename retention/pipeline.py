@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 
@@ -17,17 +17,18 @@ from sqlalchemy import Engine, func, select
 
 from retention import schema
 from retention.db import engine_for, insert_ignore
-from retention.delivery import DeliveryPolicy, deliver
+from retention.delivery import DeliveryRun
 from retention.extract import extract
 from retention.mailer import SmtpConfig
 from retention.migrate import upgrade
-from retention.night import Night
+from retention.night import Night, utcnow
 from retention.occasions import detect
 from retention.outbox import fill
 from retention.runlog import stage_counts
 from retention.settings import Settings
 from retention.source import source_engine
 from retention.sqlmodels import materialize
+from retention.stages import NIGHT_STAGES, Stage
 from retention.unsubscribe import secret_from_env
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "stage_deliver",
     "run_night",
     "NIGHT_STAGES",
+    "Stage",
 ]
 
 log = logging.getLogger(__name__)
@@ -63,7 +65,7 @@ def _stage(settings: Settings, night: Night, run_id: str, stage: str) -> Iterato
     """Record a stage in the run log; the body fills the yielded counts dict."""
     engine = warehouse_engine(settings.warehouse)
     counts: dict = {}
-    started = dt.datetime.now(dt.UTC).replace(tzinfo=None)  # audit only, never a business input
+    started = utcnow()  # audit only, never a business input
     status, message = "ok", None
     try:
         yield counts
@@ -81,7 +83,7 @@ def _stage(settings: Settings, night: Night, run_id: str, stage: str) -> Iterato
                     counts=json.dumps(counts, default=str, sort_keys=True),
                     message=message,
                     started_at=started,
-                    finished_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
+                    finished_at=utcnow(),
                 )
             )
 
@@ -158,8 +160,9 @@ def _mark_rolled_off(conn, night: Night) -> int:
     return insert_ignore(conn, schema.changed_customers, rows, ("night", "customer_id"))
 
 
-def stage_facts(settings: Settings, night: Night, run_id: str, full_rebuild: bool = False) -> dict:
-    """Recompute customer facts for the customers changed in the night (or all of them)."""
+def stage_facts(settings: Settings, night: Night, run_id: str, full_refresh: bool = False) -> dict:
+    """Recompute customer facts for the customers changed in the night (all of them on a full refresh)."""
+    full_rebuild = full_refresh
     with _stage(settings, night, run_id, "facts") as counts:
         facts = schema.customer_facts
         engine = warehouse_engine(settings.warehouse)
@@ -227,7 +230,9 @@ def _reproduce_if_superseded(engine: Engine, night: Night, stage: str, counts: d
     if later is None:
         return False
     with engine.connect() as conn:
-        recorded = {name: stage_counts(conn, night.date, name, first=True) for name, _ in NIGHT_STAGES}
+        recorded = {
+            stage.name: stage_counts(conn, night.date, stage.name, first=True) for stage in NIGHT_STAGES
+        }
         records = _night_records(conn, night)
     _check_reproducible(night, later, recorded, records)
     counts.update(recorded[stage] or {})
@@ -278,13 +283,13 @@ def stage_segments(settings: Settings, night: Night, run_id: str) -> dict:
     return counts
 
 
-def stage_recommendations(settings: Settings, night: Night, run_id: str, full_rebuild: bool = False) -> dict:
+def stage_recommendations(settings: Settings, night: Night, run_id: str, full_refresh: bool = False) -> dict:
     """Tonight's product rules and the changed customers' next purchases and accessories."""
     from retention.recommend import build_recommendations
 
     # Unchanged customers keep the scores of the night that last computed them; once a week
-    # everyone is recomputed against the current rules.
-    full_rebuild = full_rebuild or night.date.weekday() == settings.recommendations_full_weekday
+    # (and on a full refresh) everyone is recomputed against the current rules.
+    full_rebuild = full_refresh or night.date.weekday() == settings.recommendations_full_weekday
     with _stage(settings, night, run_id, "recommendations") as counts:
         if _reproduce_if_superseded(warehouse_engine(settings.warehouse), night, "recommendations", counts):
             return counts
@@ -330,50 +335,20 @@ def stage_deliver(
     secret: bytes | None = None,
 ) -> dict:
     """Send what is due by ``until`` (aware or naive UTC)."""
-    if until.tzinfo is not None:
-        until = until.astimezone(dt.UTC).replace(tzinfo=None)
-    return deliver(
-        warehouse_engine(settings.warehouse),
-        smtp,
-        until=until,
-        sender=settings.sender,
-        shop_url=settings.unsubscribe_base,  # the List-Unsubscribe URL's base
-        secret=secret or secret_from_env(),
-        dry_run=dry_run or settings.delivery_dry_run,
-        policy=DeliveryPolicy.from_settings(settings),
-        mailto=settings.unsubscribe_mailto,
-        window=(settings.send_window_start, settings.send_window_end),
-        max_delay_days=settings.delivery_max_delay_days,
+    run = DeliveryRun.from_settings(settings, secret or secret_from_env())
+    return run.deliver(
+        warehouse_engine(settings.warehouse), smtp, until, dry_run=dry_run or settings.delivery_dry_run
     )
-
-
-#: The nightly chain in order, as (name, function) pairs taking (settings, night, run_id).
-NIGHT_STAGES: tuple[tuple[str, Callable[[Settings, Night, str], dict]], ...] = (
-    ("extract", stage_extract),
-    ("quality", stage_quality),
-    ("facts", stage_facts),
-    ("segments", stage_segments),
-    ("recommendations", stage_recommendations),
-    ("occasions", stage_occasions),
-    ("render", stage_render),
-)
 
 
 def run_night(
     settings: Settings, night: Night, run_id: str, *, full_refresh: bool = False
 ) -> dict[str, dict]:
     """The whole nightly chain for one night, up to a filled outbox."""
-    secret_from_env()  # render signs links with it: a missing or weak secret fails before any stage
+    secret = secret_from_env()  # render signs links with it: a missing or weak secret fails before any stage
     stage_migrate(settings)
     results = {}
-    for name, function in NIGHT_STAGES:
-        log.info("night %s: %s", night, name)
-        if full_refresh and name == "extract":
-            results[name] = stage_extract(settings, night, run_id, full_refresh=True)
-        elif full_refresh and name == "facts":
-            results[name] = stage_facts(settings, night, run_id, full_rebuild=True)
-        elif full_refresh and name == "recommendations":
-            results[name] = stage_recommendations(settings, night, run_id, full_rebuild=True)
-        else:
-            results[name] = function(settings, night, run_id)
+    for stage in NIGHT_STAGES:
+        log.info("night %s: %s", night, stage.name)
+        results[stage.name] = stage(settings, night, run_id, full_refresh=full_refresh, secret=secret)
     return results

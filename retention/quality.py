@@ -31,6 +31,7 @@ from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, valida
 from sqlalchemy import BigInteger, Boolean, Column, Date, DateTime, Integer, Numeric, String
 
 from retention import schema
+from retention.night import as_naive_utc
 from retention.source import UndecodableText
 
 __all__ = [
@@ -217,7 +218,7 @@ def _datetime(column: str, value: object) -> dt.datetime:
         raise Violation("invalid_value", f"{column} {_shown(value)} is not a date and time")
     if moment.tzinfo is not None:
         try:
-            moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
+            moment = as_naive_utc(moment)
         except (OverflowError, ValueError):
             raise Violation("invalid_value", f"{column} {_shown(value)} is out of range in UTC") from None
     return moment

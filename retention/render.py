@@ -196,6 +196,62 @@ def format_day(day: dt.date, language: str, country: str | None = None) -> str:
     return format_date(day, format="long", locale=babel_locale(language, country))
 
 
+class Formatter:
+    """Values as one customer reads them (their language, country and zone): what the outbox's
+    contexts and the linter's samples both format with."""
+
+    def __init__(
+        self,
+        language: str,
+        country: str | None,
+        shop_url: str,
+        currency: str = "EUR",
+        time_zone: str | None = None,
+    ) -> None:
+        self.language, self.country, self.shop_url = language, country, shop_url
+        self.currency, self.zone = currency, time_zone
+
+    def day(self, day: dt.date) -> str:
+        return format_day(day, self.language, self.country)
+
+    def money(self, amount: object, currency: str | None = None) -> str:
+        return format_money(Decimal(str(amount)), currency or self.currency, self.language, self.country)
+
+    def product(self, product: dict) -> dict:
+        slug = product.get("sku") or product["product_id"]
+        return {
+            "name": product["name"],
+            "price": self.money(product["price"], product.get("currency")),
+            "url": f"{self.shop_url}/p/{slug}",
+        }
+
+    def order(self, order: dict) -> dict:
+        """An order's id, local date (in the customer's zone) and total."""
+        from retention.night import local_date
+
+        return {
+            "id": order["order_id"],
+            "date": self.day(local_date(order["ordered_at"], self.zone or "UTC")),
+            "total": self.money(order["total"], order["currency"]),
+        }
+
+
+#: The variants a template may have: ``<language>.jinja`` is ``a``; ``<language>.b.jinja`` is ``b``.
+VARIANTS = ("a", "b")
+
+
+def template_language(name: str) -> str:
+    """The language of a template file: ``de`` for ``birthday/de.jinja`` and ``birthday/de.b.jinja``."""
+    return name.rpartition("/")[2].removesuffix(".jinja").split(".")[0]
+
+
+def variant_of(customer_id: int, occasion: str, salt: str) -> str:
+    """A customer's variant of an occasion's wording: stable (a salted hash), half and half, and
+    independent of the holdout (whose hash does not include the occasion)."""
+    digest = hashlib.sha256(f"{salt}:variant:{occasion}:{customer_id}".encode()).digest()
+    return VARIANTS[digest[0] % 2]
+
+
 def clean_subject(subject: str) -> str:
     """The subject as it may go into a header: control characters collapsed to one space."""
     return " ".join(_HEADER_BREAKS.sub(" ", subject).split())

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from decimal import Decimal
 
-from retention.render import format_day, format_money, salutation
+from retention.render import Formatter, salutation
 from retention.settings import OCCASIONS
 
 __all__ = [
@@ -90,7 +89,7 @@ def sample_contexts(
     if customer is None:
         sample = SAMPLE_CUSTOMERS.get(language, SAMPLE_CUSTOMERS["en"])
         customer = customer_context(sample.first_name, sample.last_name, language, sample.country)
-    fmt = _Formatter(customer["language"] or language, customer.get("country") or None, shop_url)
+    fmt = Formatter(customer["language"] or language, customer.get("country") or None, shop_url, _CURRENCY)
     common = {
         "customer": customer,
         "shop": {"name": shop_name, "url": shop_url},
@@ -106,20 +105,8 @@ def sample_contexts(
     return [{**common, **fields} for fields in variants(fmt)]
 
 
-class _Formatter:
-    """Formats sample values the way the outbox does, in one customer's locale."""
-
-    def __init__(self, language: str, country: str | None, shop_url: str) -> None:
-        self.language, self.country, self.shop_url = language, country, shop_url
-
-    def day(self, day: dt.date) -> str:
-        return format_day(day, self.language, self.country)
-
-    def money(self, amount: str) -> str:
-        return format_money(Decimal(amount), _CURRENCY, self.language, self.country)
-
-    def product(self, sku: str, name: str, price: str) -> dict:
-        return {"name": name, "price": self.money(price), "url": f"{self.shop_url}/p/{sku}"}
+def _product(fmt: Formatter, sku: str, name: str, price: str) -> dict:
+    return fmt.product({"sku": sku, "name": name, "price": price})
 
 
 # Product names as the demo shop writes them (brand, tier, model, kind).
@@ -138,7 +125,7 @@ _NEW_GARDEN = (
 )
 
 
-def _thank_you(fmt: _Formatter) -> list[dict]:
+def _thank_you(fmt: Formatter) -> list[dict]:
     order = {
         "id": 100482,
         "date": fmt.day(dt.date(2026, 11, 20)),
@@ -155,25 +142,25 @@ def _thank_you(fmt: _Formatter) -> list[dict]:
     return [{"order": order}, {"order": later}]
 
 
-def _birthday(fmt: _Formatter) -> list[dict]:
+def _birthday(fmt: Formatter) -> list[dict]:
     return [{}]
 
 
-def _anniversary(fmt: _Formatter) -> list[dict]:
+def _anniversary(fmt: Formatter) -> list[dict]:
     return [
         {"years": 3, "first_order": {"date": fmt.day(dt.date(2023, 11, 23))}},
         {"years": 1, "first_order": {"date": fmt.day(dt.date(2025, 11, 23))}},
     ]
 
 
-def _win_back(fmt: _Formatter) -> list[dict]:
+def _win_back(fmt: Formatter) -> list[dict]:
     return [
         {"last_order": {"date": fmt.day(dt.date(2026, 5, 14))}, "months": 6},
         {"last_order": {"date": fmt.day(dt.date(2026, 10, 19))}, "months": 1},
     ]
 
 
-def _feedback(fmt: _Formatter) -> list[dict]:
+def _feedback(fmt: Formatter) -> list[dict]:
     return [
         {
             "order": {"id": 100482, "date": fmt.day(dt.date(2026, 11, 13))},
@@ -182,9 +169,9 @@ def _feedback(fmt: _Formatter) -> list[dict]:
     ]
 
 
-def _next_purchase(fmt: _Formatter) -> list[dict]:
-    fields = {"product": fmt.product(*_GRINDER), "because": {"name": _ESPRESSO[1]}}
-    garden = {"product": fmt.product(*_CHAINSAW), "because": {"name": _MOWER[1]}}
+def _next_purchase(fmt: Formatter) -> list[dict]:
+    fields = {"product": _product(fmt, *_GRINDER), "because": {"name": _ESPRESSO[1]}}
+    garden = {"product": _product(fmt, *_CHAINSAW), "because": {"name": _MOWER[1]}}
     return [
         {**fields, "share": 38, "similar": False},
         # Without a known share (no rule, or a weak one) templates leave the number out.
@@ -194,19 +181,19 @@ def _next_purchase(fmt: _Formatter) -> list[dict]:
     ]
 
 
-def _accessory(fmt: _Formatter) -> list[dict]:
-    fields = {"product": fmt.product(*_DOCK), "because": {"name": _LAPTOP[1]}}
+def _accessory(fmt: Formatter) -> list[dict]:
+    fields = {"product": _product(fmt, *_DOCK), "because": {"name": _LAPTOP[1]}}
     return [
         {**fields, "share": 64, "made_for": True},
         # Made for it, but new: never bought together yet, so no share to quote.
         {**fields, "share": 0, "made_for": True},
         # A basket rule, no catalogue relation: a bike lock with a city bike.
-        {"product": fmt.product(*_LOCK), "because": {"name": _BIKE[1]}, "share": 23, "made_for": False},
+        {"product": _product(fmt, *_LOCK), "because": {"name": _BIKE[1]}, "share": 23, "made_for": False},
     ]
 
 
-def _new_stock(fmt: _Formatter) -> list[dict]:
-    products = [fmt.product(*p) for p in _NEW_GARDEN]
+def _new_stock(fmt: Formatter) -> list[dict]:
+    products = [_product(fmt, *p) for p in _NEW_GARDEN]
     return [
         {"category": "garden", "products": products},
         {"category": "garden", "products": products[:1]},

@@ -23,7 +23,7 @@ import numpy as np
 from sqlalchemy import Connection, and_, case, func, or_, select
 
 from retention import churn, schema
-from retention.night import Night
+from retention.night import DAYS_PER_MONTH, Night
 from retention.settings import Settings
 from retention.sqlmodels import materialize, select_model
 
@@ -59,7 +59,6 @@ MIN_SPEND_VALUES = 2
 #: Largest values the warehouse columns hold: churn_scores' Numeric(10, 4), money's Numeric(14, 2).
 MAX_PURCHASES = 999_999.9999
 MAX_MONEY = 999_999_999_999.99
-DAYS_PER_MONTH = 365.25 / 12
 #: Statuses of a model's outcome (run log, report): all figures; some customers' figures empty
 #: (``reason`` says how many and why); no figures tonight (``reason`` says why).
 FITTED, PARTIAL, FALLBACK = "fitted", "partial", "fallback"

@@ -35,6 +35,7 @@ dags = {
         "inlets": {t.task_id: sorted(a.uri for a in t.inlets) for t in dag.tasks},
         "outlets": {t.task_id: sorted(a.uri for a in t.outlets) for t in dag.tasks},
         "groups": {t.task_id: (t.task_group.group_id if t.task_group else None) for t in dag.tasks},
+        "downstream": {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks},
         "param_docs": {k: dag.params.get_param(k).description for k in dag.params.keys()},
         "alerts": {
             t.task_id: [f"{c.__module__}.{c.__name__}" for c in callbacks(t.on_failure_callback)]
@@ -107,7 +108,24 @@ def test_erasure_is_manual_with_the_person_as_its_param(dagbag) -> None:
 
 
 def test_parsing_loads_no_domain_code(dagbag) -> None:
-    assert dagbag["heavy"] == []
+    # The one exception: the declaration of the nightly stages (names, order, timeouts, assets),
+    # a module of dataclasses that names each stage's function as a string.
+    assert dagbag["heavy"] == ["retention.stages"]
+
+
+def test_the_nightly_tasks_follow_the_stage_list(dagbag) -> None:
+    """retention_nightly is built from retention.stages.NIGHT_STAGES: same tasks, same order,
+    each with its stage's timeout, in one chain after migrate."""
+    from retention.stages import NIGHT_STAGES
+
+    nightly = dagbag["dags"]["retention_nightly"]
+    chain = ["migrate", *(s.task_id for s in NIGHT_STAGES)]
+    assert nightly["tasks"] == sorted(chain)
+    for before, after in zip(chain, [*chain[1:], None], strict=True):
+        assert nightly["downstream"][before] == ([after] if after else []), before
+    for stage in NIGHT_STAGES:
+        assert nightly["timeouts"][stage.task_id] == stage.timeout.total_seconds(), stage.name
+        assert nightly["groups"][stage.task_id] == stage.group, stage.name
 
 
 def test_the_domain_package_never_imports_airflow() -> None:

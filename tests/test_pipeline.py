@@ -111,7 +111,7 @@ def test_full_rebuild_of_facts_equals_the_incremental_result(settings, shop) -> 
     columns = [c for c in facts.columns if c.name != "night"]  # which night computed it differs
     with warehouse_engine(settings.warehouse).connect() as conn:
         incremental = conn.execute(select(*columns).order_by(facts.c.customer_id)).all()
-    stage_facts(settings, night, "t2", full_rebuild=True)
+    stage_facts(settings, night, "t2", full_refresh=True)
     with warehouse_engine(settings.warehouse).connect() as conn:
         assert conn.execute(select(*columns).order_by(facts.c.customer_id)).all() == incremental
 
