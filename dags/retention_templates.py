@@ -51,25 +51,30 @@ def retention_templates():
 
         from retention.lint import lint as lint_templates
         from retention.lint import template_files, verdict
+        from retention.pipeline import warehouse_engine
         from retention.render import RenderLimits
         from retention.settings import Settings
+        from retention.template_store import effective_templates
 
-        settings = Settings()
-        root = Path(settings.templates_path).resolve()
-        problems = lint_templates(
-            root,
-            settings.default_language,
-            settings.shop_name,
-            settings.shop_url,
-            RenderLimits.from_settings(settings),
-        )
-        pairs = template_files(root)
-        summary = {
-            "templates_dir": str(root),
-            "templates": len(pairs),
-            "blocked": verdict(problems, pairs, root),
-            "warnings": [str(problem) for problem in problems if not problem.is_error],
-        }
+        shipped = Settings()
+        # What the night renders: the shipped files with the versions saved on the Retention page.
+        with effective_templates(warehouse_engine(shipped.warehouse), shipped) as (settings, saved):
+            root = Path(settings.templates_path).resolve()
+            problems = lint_templates(
+                root,
+                settings.default_language,
+                settings.shop_name,
+                settings.shop_url,
+                RenderLimits.from_settings(settings),
+            )
+            pairs = template_files(root)
+            summary = {
+                "templates_dir": str(shipped.templates_path),
+                "saved_versions": {f"{o}/{lang}": v for (o, lang), v in sorted(saved.items())},
+                "templates": len(pairs),
+                "blocked": verdict(problems, pairs, root),
+                "warnings": [str(problem) for problem in problems if not problem.is_error],
+            }
         log = logging.getLogger("retention.templates")
         log.info("%d templates checked in %s, %d blocked", len(pairs), root, len(summary["blocked"]))
         for pair, reason in sorted(summary["blocked"].items()):

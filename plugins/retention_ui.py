@@ -9,6 +9,9 @@ Two FastAPI apps (``fastapi_apps``, mounted by the api-server) and a nav entry
   ``get_user`` (the JWT of the Airflow login, from the ``_token`` cookie or an
   ``Authorization: Bearer`` header) and the auth manager's ``is_authorized_custom_view``
   for the resource ``Retention`` (method ``GET``), which a deployment grants per role.
+  Saving a template also needs ``PUT`` on ``Retention Templates`` and, when it is set, a
+  name or ``role:<role>`` listed in ``RETENTION_TEMPLATE_EDITORS`` (Airflow's simple auth
+  manager grants every custom view to every user, so with it that setting is what restricts).
 * ``/retention-public/unsubscribe``: the RFC 8058 one-click unsubscribe endpoint
   (``retention.web.unsubscribe_app``), the only route meant to be reachable without a login.
   A reverse proxy maps the public ``RETENTION_UNSUBSCRIBE_BASE_URL/unsubscribe`` to it
@@ -26,10 +29,12 @@ from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 
-__all__ = ["RetentionPlugin", "RESOURCE", "PAGE_PREFIX", "PUBLIC_PREFIX"]
+__all__ = ["RetentionPlugin", "RESOURCE", "TEMPLATES_RESOURCE", "PAGE_PREFIX", "PUBLIC_PREFIX"]
 
 #: The auth manager's custom-view resource a deployment grants to see the page.
 RESOURCE = "Retention"
+#: The custom view whose ``PUT`` permission saving templates needs (a deployment grants it to marketing).
+TEMPLATES_RESOURCE = "Retention Templates"
 PAGE_PREFIX = "/retention"
 PUBLIC_PREFIX = "/retention-public"
 
@@ -69,7 +74,28 @@ def _build_page() -> Any:
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"this user may not see the {RESOURCE} page")
         return user
 
-    app = create_retention_app(require_retention_viewer)
+    from retention import template_store
+    from retention.settings import Settings
+    from retention_airflow import unsubscribe_secret
+
+    settings = Settings()
+
+    def editor_name(user: Any) -> str | None:
+        """The user's name if they may save templates: the auth manager's PUT permission on the
+        custom view ``Retention Templates``, and RETENTION_TEMPLATE_EDITORS when it is set."""
+        if not get_auth_manager().is_authorized_custom_view(
+            method="PUT", resource_name=TEMPLATES_RESOURCE, user=user
+        ):
+            return None
+        roles = [getattr(user, "role", None) or ""] + [
+            getattr(role, "name", str(role)) for role in getattr(user, "roles", None) or []
+        ]
+        name = user.get_name()
+        return name if template_store.allowed_editor(name, roles, settings.template_editors) else None
+
+    app = create_retention_app(
+        require_retention_viewer, settings=settings, editor_name=editor_name, secret=unsubscribe_secret
+    )
 
     @app.exception_handler(StarletteHTTPException)
     async def login_first(request: Request, exc: StarletteHTTPException) -> Response:

@@ -88,6 +88,65 @@ def cmd_send(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rerender(args: argparse.Namespace) -> int:
+    from retention.outbox import rerender
+    from retention.pipeline import warehouse_engine
+    from retention.unsubscribe import secret_from_env
+
+    settings = _settings(args)
+    secret = secret_from_env()  # the links are signed again
+    counts = rerender(warehouse_engine(settings.warehouse), settings, secret, args.occasion, args.language)
+    print(json.dumps(counts, sort_keys=True))
+    return 1 if counts["template_failures"] else 0
+
+
+def cmd_template_versions(args: argparse.Namespace) -> int:
+    """``templates save / history / restore``: the versions kept in the warehouse."""
+    import getpass
+
+    from retention import template_store
+    from retention.pipeline import warehouse_engine
+
+    settings = _settings(args)
+    engine = warehouse_engine(settings.warehouse)
+    if args.action == "history":
+        live = template_store.current(engine, settings, args.occasion, args.language)
+        for version in template_store.history(engine, args.occasion, args.language):
+            mark = "*" if version.version_id == live.version_id else " "
+            note = f"  ({version.note})" if version.note else ""
+            print(
+                f"{mark} {version.version_id:>5}  {version.saved_at:%Y-%m-%d %H:%M} UTC  {version.saved_by}{note}"
+            )
+        print(f"{'*' if live.version_id == 0 else ' '}     0  the shipped file")
+        return 0
+    by = f"cli:{getpass.getuser()}"
+    now = dt.datetime.now(dt.UTC)  # the moment of the save, for the history: wall clock by design
+    try:
+        if args.action == "save":
+            source = Path(args.file).read_text(encoding="utf-8")
+            version, new = template_store.save(
+                engine, settings, args.occasion, args.language, source, by, now=now
+            )
+        else:
+            version, new = template_store.restore(
+                engine, settings, args.version, by, occasion=args.occasion, language=args.language, now=now
+            )
+    except template_store.LintFailed as failed:
+        for problem in failed.problems:
+            line = f":{problem['line']}" if problem.get("line") else ""
+            print(f"{problem['file']}{line}: {problem['severity']}: {problem['message']}", file=sys.stderr)
+        print(f"retention templates {args.action}: {failed}", file=sys.stderr)
+        return 1
+    except template_store.TemplatesFrozen as frozen:
+        print(f"retention templates {args.action}: {frozen}", file=sys.stderr)
+        return 1
+    state = "saved as" if new else "unchanged, live is"
+    print(
+        f"{args.occasion}/{args.language}: {state} {version.label}; run `retention rerender` to apply it to queued messages"
+    )
+    return 0
+
+
 def cmd_evaluate_suggestions(args: argparse.Namespace) -> int:
     from retention.evaluate import evaluate_suggestions, format_table
     from retention.pipeline import warehouse_engine
@@ -121,8 +180,24 @@ def cmd_report(args: argparse.Namespace) -> int:
             f"retention report: night {night} never ran (not in the run log); "
             f"run `retention nightly --date {night}` first"
         )
-    report = night_report(engine, night)
+    settings = _settings(args)
+    report = night_report(engine, night, settings.message_cost, settings.variant_min_sample)
     print(json.dumps(report, indent=2, sort_keys=True) if args.json else format_report(report))
+    return 0
+
+
+def cmd_forecast(args: argparse.Namespace) -> int:
+    from retention.forecast import forecast, format_forecast
+    from retention.night import night_for_date
+    from retention.pipeline import warehouse_engine
+
+    settings = _settings(args)
+    night = night_for_date(args.night, settings.time_zone) if args.night else None
+    result = forecast(warehouse_engine(settings.warehouse), night, settings)
+    if args.json:
+        print(json.dumps(result.as_dict(args.limit), indent=2, sort_keys=True))
+    else:
+        print(format_forecast(result, 20 if args.limit is None else args.limit))
     return 0
 
 
@@ -298,16 +373,39 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--until", help="send messages due at or before this ISO timestamp (default: now)")
     p.add_argument("--dry-run", action="store_true", help="count what would be sent; send and mark nothing")
 
+    p = command(
+        "rerender",
+        cmd_rerender,
+        "render still-queued messages again with the live templates (after a template was saved)",
+    )
+    p.add_argument("--occasion", help="only this occasion (default: all)")
+    p.add_argument("--language", help="only this language (default: all)")
+
     p = command("report", cmd_report, "what a night produced")
     p.add_argument("--date", help="the night (default: the latest)")
     p.add_argument("--json", action="store_true", help="machine-readable output (a stable contract)")
+
+    p = command(
+        "forecast",
+        cmd_forecast,
+        "the occasions the next night would record (status and reason per customer); writes nothing",
+    )
+    p.add_argument(
+        "--night", help="the night, YYYY-MM-DD (default: the day after the latest night with occasions)"
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--limit", type=int, help="list at most this many candidates (default 20; --json: all)"
+    )
 
     p = command(
         "evaluate-suggestions",
         cmd_evaluate_suggestions,
         "hit rate@3 and precision@3 of the suggestions on held-out orders, next to two baselines",
     )
-    p.add_argument("--cutoff", help="train before this date, YYYY-MM-DD (default: 90 days before the last order)")
+    p.add_argument(
+        "--cutoff", help="train before this date, YYYY-MM-DD (default: 90 days before the last order)"
+    )
     p.add_argument("--horizon", type=int, default=90, help="days after the cut-off to measure (default 90)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -351,10 +449,29 @@ def _parser() -> argparse.ArgumentParser:
         "--dir", help="templates folder (default: RETENTION_TEMPLATES_DIR or the packaged templates)"
     )
 
+    for action, help_ in (
+        ("save", "save a template version in the warehouse (lint must pass); every render uses it"),
+        ("history", "list the saved versions of a template; * marks the live one"),
+        ("restore", "make an earlier version (0: the shipped file) live again"),
+    ):
+        version_p = actions.add_parser(action, help=help_, description=help_)
+        version_p.add_argument("occasion", help="e.g. birthday")
+        version_p.add_argument("--language", required=True, help="en, de, nb or et")
+        version_p.add_argument("--url", default=argparse.SUPPRESS, help="warehouse URL")
+        version_p.set_defaults(func=cmd_template_versions)
+        if action == "save":
+            version_p.add_argument("--file", required=True, help="the template source to save")
+        if action == "restore":
+            version_p.add_argument("version", type=int, help="the version id from `templates history`")
+
     p = command(
-        "forget", cmd_forget, "erase a person from the warehouse, keeping only a hashed tombstone (GDPR art. 17)"
+        "forget",
+        cmd_forget,
+        "erase a person from the warehouse, keeping only a hashed tombstone (GDPR art. 17)",
     )
-    p.add_argument("person", metavar="CUSTOMER_ID_OR_EMAIL", help="the customer's id in the shop, or their address")
+    p.add_argument(
+        "person", metavar="CUSTOMER_ID_OR_EMAIL", help="the customer's id in the shop, or their address"
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output: rows removed per table")
 
     p = command("smtp-sink", cmd_smtp_sink, "a local SMTP server that saves every message as an .eml file")

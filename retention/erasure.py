@@ -63,7 +63,12 @@ BY_CUSTOMER_ID: tuple[Table, ...] = (
 #: Tables that hold a person through another key (see the module docs).
 THROUGH_OTHER_KEYS: tuple[Table, ...] = (schema.stg_order_items, schema.delivery_attempts, schema.quarantine)
 #: What erasure keeps on purpose: hashes only.
-TOMBSTONES: tuple[Table, ...] = (schema.erasures, schema.erasure_salt, schema.suppression)
+TOMBSTONES: tuple[Table, ...] = (
+    schema.erasures,
+    schema.erasure_salt,
+    schema.suppression,
+    schema.unsubscribe_preferences,
+)
 #: Tables with no row about one person: products, rules, fits, aggregates, bookkeeping.
 NO_PERSON: tuple[Table, ...] = (
     schema.stg_products,
@@ -73,6 +78,7 @@ NO_PERSON: tuple[Table, ...] = (
     schema.churn_scores,
     schema.product_rules,
     schema.segment_report,
+    schema.template_versions,  # message wording and the staff member who saved it, no customer
 )
 
 #: A customer or order id written as text, as loosely as a person would: "7", "07", "+7".

@@ -37,6 +37,7 @@ from jinja2 import meta, nodes
 from retention.render import (
     LAYOUT,
     PARTS,
+    VARIANTS,
     Draft,
     Renderer,
     RenderLimits,
@@ -45,6 +46,7 @@ from retention.render import (
     _bounded_binop,
     _LimitExceeded,
     _worker_renderer,
+    template_language,
 )
 from retention.samples import OCCASIONS, sample_context, sample_contexts
 from retention.settings import LANGUAGES
@@ -85,15 +87,22 @@ class Problem:
         return f"{where}: {prefix}{self.message}"
 
 
+def _is_variant(stem: str) -> bool:
+    """``en.b``: variant b of the en template (``retention.render.VARIANTS``)."""
+    language, _, variant = stem.partition(".")
+    return language in LANGUAGES and variant in VARIANTS[1:]
+
+
 def template_files(templates_dir: Path) -> list[tuple[str, str]]:
-    """(occasion, language) of every ``<occasion>/<language>.jinja`` file of a known occasion."""
+    """(occasion, language) of every ``<occasion>/<language>.jinja`` file of a known occasion;
+    a variant ``<language>.b.jinja`` is listed with the language ``<language>.b``."""
     root = Path(templates_dir)
     return [
         (occasion, path.stem)
         for occasion in OCCASIONS
         if (root / occasion).is_dir()
         for path in sorted((root / occasion).glob("*.jinja"))
-        if path.stem in LANGUAGES
+        if path.stem in LANGUAGES or _is_variant(path.stem)
     ]
 
 
@@ -161,14 +170,18 @@ def preview(
     context: dict | None = None,
     default_language: str = "en",
     limits: RenderLimits | None = None,
+    variant: str = "a",
 ) -> tuple[str, Path, Path]:
     """Render one message (sample context unless given) to ``OCCASION-LANG.html`` and ``.txt``.
 
     Returns the subject and the two paths. The language falls back as in a real night.
-    The message renders in the render worker, under the night's bounds (``limits``).
+    The message renders in the render worker, under the night's bounds (``limits``); with
+    ``variant`` ``b``, the template's ``<language>.b.jinja`` (``ValueError`` if it has none).
     """
     renderer = Renderer(Path(templates_dir), default_language, limits)
-    name = renderer.template_name(occasion, language)
+    name = renderer.variant_name(renderer.template_name(occasion, language), variant)
+    if name is None:
+        raise ValueError(f"{occasion}/{language} has no variant {variant}")
     with RenderPool(Path(templates_dir), default_language, limits) as pool:
         [message] = pool.render(name, [context or sample_context(occasion, language)])
     out = Path(out_dir)
@@ -236,7 +249,17 @@ def _check_languages(root: Path, occasion: str, default_language: str) -> list[P
                     language,
                 )
             )
-    for stem in sorted(present - set(LANGUAGES)):
+    for stem in sorted(s for s in present if _is_variant(s) and s.partition(".")[0] not in present):
+        problems.append(
+            Problem(
+                str(folder / f"{stem}.jinja"),
+                None,
+                f"variant without its {stem.partition('.')[0]}.jinja: it is never used",
+                "warning",
+                occasion,
+            )
+        )
+    for stem in sorted(s for s in present - set(LANGUAGES) if not _is_variant(s)):
         problems.append(
             Problem(
                 str(folder / f"{stem}.jinja"),
@@ -290,8 +313,8 @@ def _lint_template(
         return [
             Problem(here, exc.lineno, f"syntax error: {exc.message}", occasion=occasion, language=language)
         ]
-    contexts = sample_contexts(occasion, language, shop_name, shop_url)
-    allowed = _RENDERER_NAMES | renderer.full_context(language, contexts[0]).keys()
+    contexts = sample_contexts(occasion, template_language(name), shop_name, shop_url)
+    allowed = _RENDERER_NAMES | renderer.full_context(template_language(name), contexts[0]).keys()
     problems = _check_structure(tree, here) + _check_names(tree, here, allowed)
     problems += _check_macros(tree, here) + _check_loops(tree, here)
     args = (str(root), renderer.default_language, renderer.limits, occasion, language, shop_name, shop_url)
@@ -325,7 +348,7 @@ def _render_checks(
     source, filename, _ = env.loader.get_source(env, name)
     tree = env.parse(source, name, filename)
     problems: list[Problem] = []
-    for context in sample_contexts(occasion, language, shop_name, shop_url):
+    for context in sample_contexts(occasion, template_language(name), shop_name, shop_url):
         try:
             draft = renderer.draft(name, context)
             problems += _check_draft(renderer, draft, context, tree, here)
@@ -389,14 +412,15 @@ def _check_cycles(root: Path, renderer: Renderer) -> list[Problem]:
         if cycle:
             chain = " -> ".join(step for step, _ in cycle) + f" -> {name}"
             folder, _, stem = name.rpartition("/")
-            known = folder in OCCASIONS and stem.removesuffix(".jinja") in LANGUAGES
+            stem = stem.removesuffix(".jinja")
+            known = folder in OCCASIONS and (stem in LANGUAGES or _is_variant(stem))
             problems.append(
                 Problem(
                     str(root / name),
                     cycle[0][1],
                     f"includes, imports or extends itself ({chain}): rendering it would never end",
                     occasion=folder if known else None,
-                    language=stem.removesuffix(".jinja") if known else None,
+                    language=stem if known else None,
                 )
             )
     return problems

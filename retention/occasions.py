@@ -4,7 +4,8 @@ Each occasion is a SQL model in ``sql/occasions/occ_<name>.sql`` returning one r
 candidate customer with the details a message may quote. Then the people rules apply,
 in this order, and every candidate is recorded in ``occasions`` with its status:
 
-1. no marketing consent, or a suppressed address: ``skipped``;
+1. no marketing consent, a suppressed address, or a kind of message the customer stopped on
+   the unsubscribe page (``unsubscribe_preferences``, e.g. product suggestions): ``skipped``;
 2. one message a day: the occasion first in ``occasion_priority`` wins, the others are
    ``skipped`` ("daily cap");
 3. at most ``weekly_cap`` messages in any 7 nights (counting the holdout's would-be
@@ -41,11 +42,14 @@ from retention.night import Night, days_ahead, local_date, night_for_date
 from retention.runlog import stage_counts
 from retention.settings import OCCASIONS, Settings
 from retention.sqlmodels import select_model
-from retention.unsubscribe import email_hash
+from retention.unsubscribe import email_hash, kind_of
 
-__all__ = ["OCCASIONS", "detect", "in_holdout", "anniversary_date"]
+__all__ = ["OCCASIONS", "decide", "detect", "in_holdout", "anniversary_date"]
 
 log = logging.getLogger(__name__)
+
+#: Runs an occasion model: (connection, model, params, **flags) -> rows.
+ModelRunner = Callable[..., list[dict]]
 
 
 def _md(day: dt.date) -> str:
@@ -297,8 +301,14 @@ def _model(occasion: str) -> str:
     return "occasions/occ_next_purchase" if occasion == "accessory" else f"occasions/occ_{occasion}"
 
 
-def _candidates(conn: Connection, night: Night, settings: Settings) -> tuple[list[dict], dict]:
-    """Every occasion model's rows, and the people they concern (only those: never the whole table)."""
+def _candidates(
+    conn: Connection, night: Night, settings: Settings, run_model: ModelRunner = select_model
+) -> tuple[list[dict], dict]:
+    """Every occasion model's rows, and the people they concern (only those: never the whole table).
+
+    ``run_model`` runs a model (:func:`retention.sqlmodels.select_model`; the forecast passes
+    one that reads a projected snapshot for a night whose segments have not run yet).
+    """
     by_occasion = {}
     targets = _targets(conn, night, settings)
     for occasion in settings.priorities:
@@ -309,7 +319,7 @@ def _candidates(conn: Connection, night: Night, settings: Settings) -> tuple[lis
         params, flags = _params(occasion, night, settings, targets)
         if occasion == "thank_you":
             params["arrived_from"] = _arrived_from(conn, night)
-        by_occasion[occasion] = select_model(conn, _model(occasion), params, **flags)
+        by_occasion[occasion] = run_model(conn, _model(occasion), params, **flags)
     people = _people(conn, {row["customer_id"] for rows in by_occasion.values() for row in rows})
     zones = {cid: person.time_zone for cid, person in people.items()}
     target_of = {cid: target_date(night, zone, settings) for cid, zone in zones.items()}
@@ -356,13 +366,18 @@ def _recent_counts(conn: Connection, night: Night) -> dict[int, int]:
     return counts
 
 
-def _suppressed(conn: Connection, people: dict) -> set[str]:
+def _suppressed(conn: Connection, people: dict) -> set[str | tuple[str, str]]:
+    """The people's suppressed address hashes, and an ``(address hash, kind)`` pair for each kind
+    of message (``retention.unsubscribe.MESSAGE_KINDS``) an address stopped and kept the rest."""
     hashes = sorted({email_hash(person.email) for person in people.values()})
-    table = schema.suppression
-    found: set[str] = set()
+    table, stopped = schema.suppression, schema.unsubscribe_preferences
+    found: set[str | tuple[str, str]] = set()
     for start in range(0, len(hashes), 5000):
         chunk = hashes[start : start + 5000]
         found.update(conn.execute(select(table.c.email_hash).where(table.c.email_hash.in_(chunk))).scalars())
+        found.update(
+            conn.execute(select(stopped.c.email_hash, stopped.c.kind).where(stopped.c.email_hash.in_(chunk))).tuples()
+        )
     return found
 
 
@@ -418,11 +433,7 @@ def detect(warehouse: Engine, night: Night, settings: Settings) -> dict[str, dic
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     with warehouse.begin() as conn:
         conn.execute(schema.occasions.delete().where(schema.occasions.c.night == night.date))
-        candidates, people = _candidates(conn, night, settings)
-        candidates, taken = _without_decided(candidates, _decided_elsewhere(conn, night, candidates))
-        rows = _decide(
-            candidates, people, _suppressed(conn, people), _recent_counts(conn, night), taken, night, settings
-        )
+        rows = decide(conn, night, settings)
         for start in range(0, len(rows), 5000):
             conn.execute(schema.occasions.insert(), rows[start : start + 5000])
     for row in rows:
@@ -433,6 +444,20 @@ def detect(warehouse: Engine, night: Night, settings: Settings) -> dict[str, dic
         statuses[row["status"]] += 1
     log.info("occasions for %s: %d candidates, %s", night, len(rows), dict(statuses))
     return {occasion: dict(sorted(by_language.items())) for occasion, by_language in counts.items()}
+
+
+def decide(conn: Connection, night: Night, settings: Settings, run_model: ModelRunner = select_model) -> list[dict]:
+    """The night's ``occasions`` rows (candidates and the people rules), without writing them.
+
+    Reads only rows of earlier nights (and other nights' target dates), never the night's
+    own, so it decides the same before and after those are replaced: :func:`detect` writes
+    what it returns, :mod:`retention.forecast` shows it for a night still to come.
+    """
+    candidates, people = _candidates(conn, night, settings, run_model)
+    candidates, taken = _without_decided(candidates, _decided_elsewhere(conn, night, candidates))
+    return _decide(
+        candidates, people, _suppressed(conn, people), _recent_counts(conn, night), taken, night, settings
+    )
 
 
 def _decide(
@@ -470,6 +495,8 @@ def _status(
         return "skipped", "no marketing consent"
     if email_hash(person.email) in suppressed:
         return "skipped", "address is suppressed"
+    if (email_hash(person.email), kind_of(candidate["occasion"])) in suppressed:
+        return "skipped", f"unsubscribed from {kind_of(candidate['occasion'])}"
     if customer_id in winner_of:
         return "skipped", f"daily cap: {winner_of[customer_id]} goes out today"
     if recent.get(customer_id, 0) >= settings.weekly_cap:

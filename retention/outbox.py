@@ -29,11 +29,12 @@ from retention.contexts import Lookups, context_for, gather
 from retention.db import insert_ignore
 from retention.night import Night, local_moment
 from retention.progress import Progress
-from retention.render import Message, Renderer, RenderLimits, RenderPool, TemplateProblem
+from retention.render import Message, Renderer, RenderLimits, RenderPool, TemplateProblem, variant_of
 from retention.settings import Settings
+from retention.template_store import effective_templates
 from retention.unsubscribe import sign
 
-__all__ = ["fill", "message_id", "send_at"]
+__all__ = ["fill", "rerender", "message_id", "send_at"]
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,16 @@ def fill(warehouse: Engine, night: Night, settings: Settings, secret: bytes) -> 
     A template that cannot render blocks its own occasion in that language only: the
     problem is logged, returned under ``template_failures`` keyed ``occasion/language``
     and written as the reason of the blocked candidates; everything else still goes out.
+    Templates saved on the Retention page (``retention.template_store``) override the
+    shipped files; each message records the saved version it was rendered from.
     """
+    with effective_templates(warehouse, settings) as (effective, versions):
+        return _fill(warehouse, night, effective, secret, versions)
+
+
+def _fill(
+    warehouse: Engine, night: Night, settings: Settings, secret: bytes, versions: dict[tuple[str, str], int]
+) -> dict:
     counts: Counter = Counter()
     missing: Counter = Counter()  # messages skipped because the data they quote has gone
     failures: dict[str, str] = {}
@@ -88,7 +98,9 @@ def fill(warehouse: Engine, night: Night, settings: Settings, secret: bytes) -> 
                     _mark(conn, items, "blocked", f"template: {problem}"[:1000])
                     continue
                 try:
-                    rows = _render_group(pool, renderer, items, lookups, night, settings, secret, missing)
+                    rows = _render_group(
+                        pool, renderer, items, lookups, night, settings, secret, missing, versions, blocked
+                    )
                 except TemplateProblem as problem:
                     failures[f"{occasion}/{language}"] = str(problem)
                     log.error(
@@ -96,6 +108,9 @@ def fill(warehouse: Engine, night: Night, settings: Settings, secret: bytes) -> 
                     )
                     _mark(conn, items, "blocked", f"template: {problem}"[:1000])
                     continue
+                b_key = f"{occasion}/{language}.b"
+                if b_key in blocked:  # a broken variant b: its customers got a; reported all the same
+                    failures[b_key] = blocked[b_key]
                 _mark(conn, [i for i in items if i["status"] == "blocked"], "selected", None)
                 for start in range(0, len(rows), 1000):
                     counts[occasion] += insert_ignore(
@@ -107,6 +122,141 @@ def fill(warehouse: Engine, night: Night, settings: Settings, secret: bytes) -> 
     progress.finish()
     log.info("outbox: %d new messages %s", sum(counts.values()), dict(counts))
     return {"queued": dict(counts), "template_failures": failures, "missing_data": dict(missing)}
+
+
+def rerender(
+    warehouse: Engine,
+    settings: Settings,
+    secret: bytes,
+    occasion: str | None = None,
+    language: str | None = None,
+) -> dict:
+    """Render the still-queued messages again with the templates that are live now.
+
+    After a template is saved on the Retention page, messages already in the queue still
+    carry the wording they were rendered with. This renders every ``queued`` message of
+    ``occasion`` / ``language`` (all when None) whose template version or content hash is
+    not the live one, from the same occasion details, and writes subject and bodies back,
+    but only while the row is still ``queued``: a message a delivery run has claimed in the
+    meantime goes out as it was (counted as ``claimed``). A template that fails lint or
+    cannot render keeps its messages as they are (``template_failures``). Idempotent: a
+    second call finds nothing to do.
+    """
+    with effective_templates(warehouse, settings) as (effective, versions):
+        return _rerender(warehouse, effective, secret, versions, occasion, language)
+
+
+def _rerender(
+    warehouse: Engine,
+    settings: Settings,
+    secret: bytes,
+    versions: dict[tuple[str, str], int],
+    occasion: str | None,
+    language: str | None,
+) -> dict:
+    counts: Counter = Counter()
+    failures: dict[str, str] = {}
+    missing: Counter = Counter()
+    renderer = Renderer(settings.templates_path, settings.default_language)  # a broken _strings.toml raises
+    limits = RenderLimits.from_settings(settings)
+    box = schema.outbox
+    with warehouse.connect() as conn:
+        queued = _queued(conn, occasion, language)
+        lookups = gather(conn, queued)
+    # A message rendered from variant b stays variant b (while the b file exists).
+    groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+    for item in queued:
+        groups[(item["occasion"], item["language"], item["variant"] or "a")].append(item)
+    blocked = _lint_verdict(settings, limits, renderer, sorted({(o, lang) for o, lang, _ in groups}))
+    with RenderPool(settings.templates_path, settings.default_language, limits) as pool:
+        for (occ, lang, variant), items in sorted(groups.items()):
+            a_name = renderer.template_name(occ, lang)
+            b_name = renderer.variant_name(a_name, "b") if variant == "b" else None
+            name, key = (b_name, f"{occ}/{lang}.b") if b_name else (a_name, f"{occ}/{lang}")
+            version_id, live_hash = versions.get(_pair(name)), renderer.template_hash(name)
+            stale = [
+                i for i in items if i["template_hash"] != live_hash or i["template_version_id"] != version_id
+            ]
+            counts["current"] += len(items) - len(stale)
+            if not stale:
+                continue
+            if key in blocked:
+                failures[key] = blocked[key]
+                counts["kept"] += len(stale)
+                continue
+            ready = [(i, c) for i in stale if (c := _context(i, lookups, settings, secret, missing))]
+            counts["kept"] += len(stale) - len(ready)
+            try:
+                messages = pool.render(name, [c for _, c in ready])
+            except TemplateProblem as problem:
+                failures[key] = str(problem)
+                counts["kept"] += len(ready)
+                continue
+            with warehouse.begin() as conn:
+                for (item, _), message in zip(ready, messages, strict=True):
+                    updated = conn.execute(
+                        box.update()
+                        .where(box.c.outbox_id == item["outbox_id"], box.c.status == "queued")
+                        .values(
+                            subject=message.subject,
+                            text_body=message.text,
+                            html_body=message.html,
+                            template_hash=message.template_hash,
+                            template_version_id=version_id,
+                        )
+                    ).rowcount
+                    counts["rerendered" if updated else "claimed"] += updated or 1
+    for key, problem in failures.items():
+        log.error("queued %s messages kept their wording: %s", key, problem)
+    log.info("rerender: %s", dict(counts))
+    return {
+        **{k: counts[k] for k in ("rerendered", "current", "claimed", "kept")},
+        "template_failures": failures,
+    }
+
+
+def _queued(conn: Connection, occasion: str | None, language: str | None) -> list[dict]:
+    """Queued messages with what their context needs: the occasion's details, the customer."""
+    occ, cust, box = schema.occasions, schema.stg_customers, schema.outbox
+    query = (
+        select(
+            box.c.outbox_id,
+            box.c.customer_id,
+            box.c.occasion,
+            box.c.occasion_date,
+            box.c.language,
+            box.c.email,
+            box.c.template_hash,
+            box.c.template_version_id,
+            box.c.variant,
+            occ.c.details,
+            cust.c.first_name,
+            cust.c.last_name,
+            cust.c.time_zone,
+            cust.c.country,
+        )
+        .join(
+            occ,
+            and_(
+                occ.c.customer_id == box.c.customer_id,
+                occ.c.occasion == box.c.occasion,
+                occ.c.occasion_date == box.c.occasion_date,
+            ),
+        )
+        .join(cust, cust.c.customer_id == box.c.customer_id)
+        .where(box.c.status == "queued")
+        .order_by(box.c.outbox_id)
+    )
+    if occasion:
+        query = query.where(box.c.occasion == occasion)
+    if language:
+        query = query.where(box.c.language == language)
+    rows = []
+    for row in conn.execute(query).mappings():
+        item = dict(row)
+        item.update(json.loads(item.pop("details")))
+        rows.append(item)
+    return rows
 
 
 def _lint_verdict(
@@ -127,11 +277,15 @@ def _lint_verdict(
         settings.templates_path, settings.default_language, settings.shop_name, settings.shop_url, limits
     )
     files = {}
-    for pair in pairs:
+    for occasion, language in pairs:
         try:
-            files[pair] = tuple(renderer.template_name(*pair).removesuffix(".jinja").split("/"))
+            name = renderer.template_name(occasion, language)
         except TemplateProblem:
             continue  # no template at all: the render reports it for this pair
+        files[(occasion, language)] = _pair(name)
+        b_name = renderer.variant_name(name, "b")
+        if b_name:
+            files[(occasion, f"{language}.b")] = _pair(b_name)
     by_file = verdict(problems, sorted(set(files.values())), Path(settings.templates_path).resolve())
     return {
         f"{o}/{lang}": by_file[f"{fo}/{fl}"]
@@ -149,8 +303,18 @@ def _render_group(
     settings: Settings,
     secret: bytes,
     missing: Counter,
+    versions: dict[tuple[str, str], int],
+    blocked: dict[str, str] | None = None,
 ) -> list[dict]:
-    """One (occasion, language): contexts here, messages in the worker; raises TemplateProblem."""
+    """One (occasion, language): contexts here, messages in the worker; raises TemplateProblem.
+
+    When the template has a ``b`` variant (``<language>.b.jinja``), each customer gets the
+    variant :func:`retention.render.variant_of` gives them, recorded in ``outbox.variant``.
+    A ``b`` that lint blocks turns the experiment off for the night (everyone gets ``a``, no
+    variant is recorded); one that fails while rendering falls back to ``a`` for its customers
+    (recorded as ``a``, the wording they got). Nobody loses a message to an experiment; the
+    problem is logged and reported under ``template_failures`` as ``occasion/language.b``.
+    """
     if isinstance(renderer, TemplateProblem):
         raise renderer
     occasion, language = items[0]["occasion"], items[0]["language"]
@@ -158,11 +322,60 @@ def _render_group(
     ready = [
         (item, context) for item in items if (context := _context(item, lookups, settings, secret, missing))
     ]
-    messages = pool.render(name, [context for _, context in ready])
+    b_name = renderer.variant_name(name, "b")
+    b_key = f"{occasion}/{language}.b"
+    if b_name and blocked is not None and b_key in blocked:
+        log.error("variant b of %s in %s blocked by lint, all get a: %s", occasion, language, blocked[b_key])
+        b_name = None
+    if not b_name:
+        return _rows(pool.render(name, [c for _, c in ready]), ready, name, None, night, settings, versions)
+    by_variant: dict[str, list[tuple[dict, dict]]] = {"a": [], "b": []}
+    for item, context in ready:
+        by_variant[variant_of(item["customer_id"], occasion, settings.holdout_salt)].append((item, context))
+    rows = _rows(
+        pool.render(name, [c for _, c in by_variant["a"]]),
+        by_variant["a"],
+        name,
+        "a",
+        night,
+        settings,
+        versions,
+    )
+    try:
+        messages = pool.render(b_name, [c for _, c in by_variant["b"]])
+    except TemplateProblem as problem:
+        if blocked is not None:
+            blocked[b_key] = str(problem)
+        log.error("variant b of %s in %s not rendered, its customers get a: %s", occasion, language, problem)
+        messages, b_name = pool.render(name, [c for _, c in by_variant["b"]]), name
+    variant = "b" if b_name != name else "a"
+    return rows + _rows(messages, by_variant["b"], b_name, variant, night, settings, versions)
+
+
+def _rows(
+    messages: list[Message],
+    ready: list[tuple[dict, dict]],
+    name: str,
+    variant: str | None,
+    night: Night,
+    settings: Settings,
+    versions: dict[tuple[str, str], int],
+) -> list[dict]:
+    version_id = versions.get(_pair(name))
     return [
-        _message_row(item, message, night, settings)
+        {
+            **_message_row(item, message, night, settings),
+            "template_version_id": version_id,
+            "variant": variant,
+        }
         for (item, _), message in zip(ready, messages, strict=True)
     ]
+
+
+def _pair(name: str) -> tuple[str, str]:
+    """``("birthday", "de")`` of the template file ``birthday/de.jinja``."""
+    occasion, _, file = name.partition("/")
+    return occasion, file.removesuffix(".jinja")
 
 
 def _mark(conn: Connection, items: list[dict], status: str, reason: str | None) -> None:
@@ -210,9 +423,7 @@ def _context(
     item: dict, lookups: Lookups, settings: Settings, secret: bytes, missing: Counter
 ) -> dict | None:
     """One message's context; a message whose data vanished is skipped and counted, not fatal."""
-    unsubscribe_url = (
-        f"{settings.unsubscribe_url}?token={sign(secret, item['customer_id'], item['email'])}"
-    )
+    unsubscribe_url = f"{settings.unsubscribe_url}?token={sign(secret, item['customer_id'], item['email'])}"
     try:
         return context_for(item, lookups, settings, unsubscribe_url)
     except (KeyError, TypeError, ValueError) as exc:

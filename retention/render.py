@@ -290,6 +290,14 @@ class Renderer:
                 return name
         raise TemplateProblem(f"no template for occasion {occasion!r} in {self.templates / occasion}")
 
+    def variant_name(self, name: str, variant: str) -> str | None:
+        """The file of ``variant`` of template ``name`` (``thank_you/en.jinja``, ``b`` ->
+        ``thank_you/en.b.jinja``), or None when that variant does not exist; ``a`` is ``name``."""
+        if variant == "a":
+            return name
+        candidate = f"{name.removesuffix('.jinja')}.{variant}.jinja"
+        return candidate if (self.templates / candidate).is_file() else None
+
     def render(self, occasion: str, language: str, context: dict) -> Message:
         """The message of an occasion in the customer's language (or its fallback)."""
         return self.render_template(self.template_name(occasion, language), context)
@@ -316,7 +324,7 @@ class Renderer:
             return self._draft(name, context)
 
     def _draft(self, name: str, context: dict) -> Draft:
-        language = name.rpartition("/")[2].removesuffix(".jinja")
+        language = template_language(name)
         full = self.full_context(language, context)
         parts = {part: self._render_part(name, part, full) for part in PARTS}
         for part, value in parts.items():
@@ -343,7 +351,7 @@ class Renderer:
 
     def render_block(self, name: str, block: str, context: dict, autoescape: bool) -> str:
         """One block of a template on its own (lint uses it to find parts that come out empty)."""
-        language = name.rpartition("/")[2].removesuffix(".jinja")
+        language = template_language(name)
         try:
             template = self.environment(autoescape).get_template(name)
             render = template.blocks.get(block)

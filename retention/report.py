@@ -13,6 +13,7 @@ from collections import defaultdict
 from sqlalchemy import Engine, func, select
 
 from retention import schema
+from retention.earnings import earnings
 from retention.runlog import stage_counts
 
 __all__ = ["latest_night", "night_report", "quarantine_report", "format_report"]
@@ -34,8 +35,11 @@ def _grouped(conn, query) -> dict:
     return {k: dict(sorted(v.items())) for k, v in sorted(out.items())}
 
 
-def night_report(engine: Engine, night: dt.date) -> dict:
-    """The report of one night in the documented JSON shape."""
+def night_report(
+    engine: Engine, night: dt.date, message_cost: float = 0.01, variant_min_sample: int = 300
+) -> dict:
+    """The report of one night in the documented JSON shape; ``message_cost`` prices a message
+    for the return on it (``earnings``, ``RETENTION_MESSAGE_COST``)."""
     report: dict = {"logical_date": night.isoformat()}
     occ, box, facts = schema.occasions, schema.outbox, schema.customer_facts
     with engine.connect() as conn:
@@ -72,6 +76,7 @@ def night_report(engine: Engine, night: dt.date) -> dict:
                 .group_by(occ.c.occasion, occ.c.reason),
             )
             report["holdout"] = holdout_report(conn, night)
+            report["earnings"] = earnings(conn, night, message_cost, min_sample=variant_min_sample)
         rendered = stage_counts(conn, night, "render")
         if rendered is not None:
             report["render"] = {
@@ -186,6 +191,7 @@ def format_report(report: dict) -> str:
     for occasion, problem in report.get("render", {}).get("template_failures", {}).items():
         lines.append(f"  NOT RENDERED {occasion}: {problem}")
     lines += _format_holdout(report)
+    lines += _format_earnings(report)
     if "outbox" in report:
         box = ", ".join(f"{s} {n}" for s, n in report["outbox"].items()) or "empty"
         lines.append(f"  outbox:      {box}")
@@ -203,6 +209,28 @@ def _format_holdout(report: dict) -> list[str]:
         ]
         if rates:
             lines.append(f"  uplift {occasion} (bought again, messaged vs holdout): " + ", ".join(rates))
+    return lines
+
+
+def _format_earnings(report: dict) -> list[str]:
+    """One line per occasion: its 90-day margin uplift per customer, interval, cost and return."""
+    lines = []
+    for occasion, block in report.get("earnings", {}).get("occasions", {}).items():
+        h = block["total"]["horizons"]["90"]
+        if h["margin_per_customer_uplift"] is None or h["margin_per_customer_interval"] is None:
+            continue
+        low, high = h["margin_per_customer_interval"]
+        back = f", return {h['return_on_cost']:+.1f}x the cost" if h["return_on_cost"] is not None else ""
+        lines.append(
+            f"  earns {occasion} (90 days, {h['messaged']['customers']} messaged vs "
+            f"{h['holdout']['customers']} held out): margin {h['margin_per_customer_uplift']:+.2f} per "
+            f"customer [{low:+.2f}, {high:+.2f}], messages cost {h['cost']:.2f}{back}"
+        )
+    for key, v in report.get("earnings", {}).get("variants", {}).items():
+        lines.append(
+            f"  variants {key}: a {v['a_customers']}, b {v['b_customers']} messaged; "
+            f"winner {v['winner'] or 'none yet'} ({v['why']})"
+        )
     return lines
 
 

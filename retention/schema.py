@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    func,
 )
 
 __all__ = ["metadata", "STAGING", "STAGING_KEYS"]
@@ -68,6 +69,8 @@ stg_customers = Table(
     Column("updated_at", DateTime, nullable=False),
     Column("loaded_night", Date, nullable=False),
 )
+# The Retention page finds a customer by address, in any case: ``lower(email) = lower(:q)`` (migration 0007).
+Index("ix_stg_customers_email_lower", func.lower(stg_customers.c.email))
 
 stg_products = Table(
     "stg_products",
@@ -334,6 +337,10 @@ outbox = Table(
     Column("text_body", Text, nullable=False),
     Column("html_body", Text, nullable=False),
     Column("template_hash", String(64), nullable=False),
+    # The saved version (``template_versions``) the message was rendered from; NULL: the shipped file.
+    Column("template_version_id", Integer),
+    # The wording's variant ("a", "b": ``<language>.b.jinja``) when the template has variants; else NULL.
+    Column("variant", String(8)),
     Column("message_id", String(250), nullable=False),
     Column("send_at", DateTime, nullable=False),  # UTC: the send window opens, local to the customer
     Column("send_before", DateTime, nullable=False),  # UTC: the send window closes
@@ -351,6 +358,26 @@ outbox = Table(
     Column("smtp_reply", Text),
     UniqueConstraint("customer_id", "occasion", "occasion_date", name="uq_outbox_key"),
     Index("ix_outbox_status_send_at", "status", "send_at"),
+)
+# The Retention page's search by an address the customer no longer has (migration 0007).
+Index("ix_outbox_email_lower", func.lower(outbox.c.email))
+
+# Templates saved from the Retention page's editor (``retention.template_store``): every save is
+# a new row, never an update, so the history can be shown and restored. The newest row of an
+# (occasion, language) is the wording every render uses, on whichever machine it runs; without
+# one, the shipped file in ``templates/`` is used.
+template_versions = Table(
+    "template_versions",
+    metadata,
+    Column("version_id", Integer, primary_key=True),
+    Column("occasion", String(32), nullable=False),
+    Column("language", String(8), nullable=False),
+    Column("source", Text, nullable=False),
+    Column("sha256", String(64), nullable=False),  # of the source, UTF-8
+    Column("saved_by", String(250), nullable=False),  # the Airflow user, or "cli:<login>"
+    Column("saved_at", DateTime, nullable=False),  # UTC
+    Column("note", Text),  # e.g. "restored version 3", "reset to the shipped file"
+    Index("ix_template_versions_pair", "occasion", "language", "version_id"),
 )
 
 # Every delivery attempt with the server's reply, as it happened.
@@ -375,6 +402,17 @@ suppression = Table(
     Column("email_hash", String(64), primary_key=True),
     Column("reason", String(64), nullable=False),
     Column("night", Date),
+)
+
+# The kinds of message an address stopped on the unsubscribe page while keeping the others
+# (``retention.unsubscribe.MESSAGE_KINDS``; detection skips their occasions). Keyed like
+# ``suppression``, by the address's hash, so that a preference outlives the erasure of the person.
+unsubscribe_preferences = Table(
+    "unsubscribe_preferences",
+    metadata,
+    Column("email_hash", String(64), primary_key=True),
+    Column("kind", String(16), primary_key=True),  # suggestions, greetings, feedback, win_back, thank_you
+    Column("night", Date, nullable=False),  # the shop's calendar date of the click (audit)
 )
 
 # --- erasure (GDPR art. 17, ``retention.erasure``) -------------------------------------------------

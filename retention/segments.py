@@ -27,7 +27,15 @@ from retention.night import DAYS_PER_MONTH, Night
 from retention.settings import Settings
 from retention.sqlmodels import materialize, select_model
 
-__all__ = ["fit_churn", "build_snapshots", "snapshot_outcomes", "prune_snapshots", "segment_summary", "write_report", "draw_chart"]
+__all__ = [
+    "fit_churn",
+    "build_snapshots",
+    "snapshot_outcomes",
+    "prune_snapshots",
+    "segment_summary",
+    "write_report",
+    "draw_chart",
+]
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +129,12 @@ def _attempt(model: str, fit: Callable[[], object]) -> tuple[object | None, floa
             params = fit()
         except Exception as exc:  # any failure of the fit means "no figures tonight"
             log.warning("churn: %s fit failed", model, exc_info=True)
-            return None, time.perf_counter() - started, None, f"{model} fit failed: {type(exc).__name__}: {exc}"
+            return (
+                None,
+                time.perf_counter() - started,
+                None,
+                f"{model} fit failed: {type(exc).__name__}: {exc}",
+            )
     seconds = time.perf_counter() - started
     doubts = [str(w.message) for w in caught if issubclass(w.category, churn.FitWarning)]
     for w in caught:
@@ -195,7 +208,10 @@ def _judge_scores(
     forecast_checks = (
         ("non-finite expected purchases", ~finite),
         ("negative expected purchases", finite & ((ep < 0) | (dp < 0))),
-        (f"expected purchases above {MAX_PURCHASES:,.0f}", finite & ((ep > MAX_PURCHASES) | (dp > MAX_PURCHASES))),
+        (
+            f"expected purchases above {MAX_PURCHASES:,.0f}",
+            finite & ((ep > MAX_PURCHASES) | (dp > MAX_PURCHASES)),
+        ),
     )
     problems: list[str] = []
 
@@ -230,7 +246,9 @@ def _fit_gamma_gamma(conn: Connection, night: Night) -> dict:
     # Every customer's expected order value lies between their own average and the population
     # mean p v / (q - 1): when that mean is finite and fits a money column, so does every value.
     if gg.q <= 1.0:
-        return _outcome(FALLBACK, f"Gamma-Gamma q = {gg.q:.4g} <= 1: mean order value infinite", repeaters, **extra)
+        return _outcome(
+            FALLBACK, f"Gamma-Gamma q = {gg.q:.4g} <= 1: mean order value infinite", repeaters, **extra
+        )
     mean = gg.p * gg.v / (gg.q - 1.0)
     if not (np.isfinite(mean) and mean < MAX_MONEY):
         reason = f"Gamma-Gamma population mean order value {mean:.4g} is beyond the money columns"
@@ -310,7 +328,21 @@ def build_snapshots(conn: Connection, night: Night, settings: Settings, fits: di
     """
     gg_fit = fits.get("gamma_gamma") or {}
     gg = (gg_fit.get("params") or {}) if gg_fit.get("status") == FITTED else {}
-    params = {
+    snapshots = schema.segment_snapshots
+    return materialize(
+        conn,
+        "marts/segment_snapshots",
+        snapshots,
+        snapshot_params(night, settings, gg),
+        snapshots.c.night == night.date,
+    )
+
+
+def snapshot_params(night: Night, settings: Settings, gamma_gamma: dict | None = None) -> dict:
+    """The bound parameters of ``marts/segment_snapshots`` for a night; without ``gamma_gamma``
+    (its fitted p, q, v) every expected order value and CLV is NULL. The forecast binds the same."""
+    gg = gamma_gamma or {}
+    return {
         "night": night.date,
         "window_end": night.window_end_naive,
         "abc_a_share": settings.abc_a_share,
@@ -329,8 +361,6 @@ def build_snapshots(conn: Connection, night: Night, settings: Settings, fits: di
         "gg_v": gg.get("v"),
         "max_money": MAX_MONEY,
     }
-    snapshots = schema.segment_snapshots
-    return materialize(conn, "marts/segment_snapshots", snapshots, params, snapshots.c.night == night.date)
 
 
 def snapshot_outcomes(conn: Connection, night: dt.date, fits: dict) -> dict:
@@ -350,7 +380,9 @@ def snapshot_outcomes(conn: Connection, night: dt.date, fits: dict) -> dict:
     bg, gg = fits["bg_nbd"], fits["gamma_gamma"]
     eov_missing, clv_missing = int(row.expected_order_value or 0), int(row.clv_12m or 0)
     if gg["status"] == FITTED and eov_missing:
-        gg.update(status=PARTIAL, reason=f"expected order value of {eov_missing} buyers beyond {MAX_MONEY:,.2f}")
+        gg.update(
+            status=PARTIAL, reason=f"expected order value of {eov_missing} buyers beyond {MAX_MONEY:,.2f}"
+        )
     models = (("BG/NBD", bg), ("Gamma-Gamma", gg))
     reasons = [f"{label} {fit['status']}" for label, fit in models if fit["status"] != FITTED]
     beyond = clv_missing - int(
@@ -365,7 +397,9 @@ def snapshot_outcomes(conn: Connection, night: dt.date, fits: dict) -> dict:
     if beyond:
         reasons.append(f"CLV of {beyond} buyers beyond {MAX_MONEY:,.2f}")
     status = FITTED if not clv_missing else (FALLBACK if clv_missing == buyers else PARTIAL)
-    reason = f"CLV of {clv_missing} of {buyers} buyers left empty: " + "; ".join(reasons) if clv_missing else None
+    reason = (
+        f"CLV of {clv_missing} of {buyers} buyers left empty: " + "; ".join(reasons) if clv_missing else None
+    )
     fits["clv"] = {"status": status, "reason": reason, "customers": buyers, "scored": buyers - clv_missing}
     return fits
 

@@ -101,6 +101,18 @@ class Settings(BaseSettings):
     service_cost_per_order: float = Field(
         5.0, ge=0, description="Cost of serving one order (picking, support)."
     )
+    message_cost: float = Field(
+        0.01,
+        ge=0,
+        description="Cost of sending one message, in the shop's currency (what retention earns: the return "
+        "on this cost).",
+    )
+    variant_min_sample: int = Field(
+        300,
+        ge=2,
+        description="Customers each wording variant needs (30 days after the occasion) before the report "
+        "names a winner.",
+    )
     churn_monthly_discount: float = Field(
         0.01, ge=0, lt=1, description="Monthly discount rate of the 12-month CLV."
     )
@@ -217,6 +229,17 @@ class Settings(BaseSettings):
     shop_url: str = Field("https://shop.example.com", description="Base URL for links in messages.")
     templates_dir: Path | None = Field(
         None, description="Folder of message templates (default: the templates shipped in the package)."
+    )
+    templates_frozen: bool = Field(
+        False,
+        description="Templates are baked into the image: the Retention page cannot save edits (it offers "
+        "the edited file for download) and renders ignore versions saved in the warehouse.",
+    )
+    template_editors: str = Field(
+        "",
+        description="Who may save templates on the Retention page, besides the auth manager's permission "
+        "(PUT on the custom view 'Retention Templates'): comma-separated Airflow user names and "
+        "role:<name> entries. Empty: whoever the auth manager allows.",
     )
     template_max_bytes: int = Field(
         65536, ge=1024, description="Largest template file (also the layout and anything included), in bytes."

@@ -157,12 +157,25 @@ def start_background(port: int, folder: Path, pid_file: Path) -> int:
     return proc.pid
 
 
+def _is_sink(pid: int) -> bool:
+    """Whether ``pid`` still runs this module (Linux: its command line); elsewhere, trust the file."""
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if not Path("/proc/self/cmdline").exists():
+        return True
+    try:
+        return b"retention.smtp_sink" in cmdline.read_bytes()
+    except OSError:  # no such process
+        return False
+
+
 def stop_background(pid_file: Path) -> bool:
     """Stop a sink started by :func:`start_background`; False if none was running."""
     if not pid_file.exists():
         return False
     pid = int(pid_file.read_text())
     pid_file.unlink()
+    if not _is_sink(pid):  # it died long ago and the pid now belongs to someone else
+        return False
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:

@@ -8,6 +8,9 @@ at least :data:`MIN_SECRET_BYTES` long (checked before a night or a delivery sta
 :func:`record_unsubscribe` is what the one-click endpoint (RFC 8058 ``POST``) and the
 mailto handler call: it verifies the token and puts the address on the suppression
 list, idempotently. Delivery checks that list right before each message goes out.
+:func:`record_preference` is what the page's "stop only this kind" choice calls: it stops
+one kind of message (:data:`MESSAGE_KINDS`) for the address and keeps the others; detection
+skips the occasions of a stopped kind (``retention.occasions``).
 """
 
 from __future__ import annotations
@@ -31,9 +34,36 @@ __all__ = [
     "verify",
     "email_hash",
     "record_unsubscribe",
+    "MESSAGE_KINDS",
+    "UnknownKind",
+    "kind_of",
+    "record_preference",
 ]
 
 ENV_SECRET = "RETENTION_UNSUBSCRIBE_SECRET"
+
+#: The kinds of message a customer can stop one by one on the unsubscribe page, and the
+#: occasions of each (every occasion of ``retention.settings.OCCASIONS`` is in exactly one).
+#: Thank-yous after an order are marketing here too (they carry offers), so they can be stopped.
+MESSAGE_KINDS: dict[str, tuple[str, ...]] = {
+    "suggestions": ("next_purchase", "accessory", "new_stock"),
+    "greetings": ("birthday", "anniversary"),
+    "feedback": ("feedback",),
+    "win_back": ("win_back",),
+    "thank_you": ("thank_you",),
+}
+_KIND_OF = {occasion: kind for kind, occasions in MESSAGE_KINDS.items() for occasion in occasions}
+
+
+def kind_of(occasion: str) -> str:
+    """The kind of message (a key of :data:`MESSAGE_KINDS`) an occasion belongs to."""
+    try:
+        return _KIND_OF[occasion]
+    except KeyError:
+        raise KeyError(
+            f"occasion {occasion!r} belongs to no kind of MESSAGE_KINDS (retention.unsubscribe)"
+        ) from None
+
 
 #: The shortest signing secret accepted, in bytes (UTF-8). HMAC-SHA256's key should be at
 #: least as long as the hash's output (RFC 2104, section 3: "less than L bytes is strongly
@@ -151,4 +181,34 @@ def record_unsubscribe(
     day = night_or_date.date() if isinstance(night_or_date, dt.datetime) else night_or_date
     row = {"email_hash": email_hash(email), "reason": "unsubscribed", "night": day}
     insert_ignore(conn, schema.suppression, [row], ("email_hash",))
+    return customer_id
+
+
+class UnknownKind(ValueError):
+    """A kind of message that :data:`MESSAGE_KINDS` does not have."""
+
+
+def record_preference(
+    conn: Connection, token: str, email: str, secret: bytes, kind: str, night_or_date: dt.date | dt.datetime
+) -> int:
+    """Verify ``token`` for ``email`` and stop one kind of message for the address; returns the customer id.
+
+    Idempotent: stopping a kind twice keeps the first date. The address's other kinds go on,
+    and a full unsubscribe (:func:`record_unsubscribe`) still stops everything. Raises
+    :class:`ForgedToken` when the token does not verify and :class:`UnknownKind` for a kind
+    that is not one of :data:`MESSAGE_KINDS`; either way nothing is written.
+    """
+    from retention import schema
+    from retention.db import insert_ignore
+
+    if kind not in MESSAGE_KINDS:
+        raise UnknownKind(f"unknown kind of message {kind!r}; one of: {', '.join(MESSAGE_KINDS)}")
+    customer_id = verify(secret, token or "", email or "")
+    if customer_id is None:
+        raise ForgedToken(
+            "unsubscribe token is not valid for this address (forged, altered or for another one)"
+        )
+    day = night_or_date.date() if isinstance(night_or_date, dt.datetime) else night_or_date
+    row = {"email_hash": email_hash(email), "kind": kind, "night": day}
+    insert_ignore(conn, schema.unsubscribe_preferences, [row], ("email_hash", "kind"))
     return customer_id

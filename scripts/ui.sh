@@ -22,6 +22,9 @@ export AIRFLOW__CORE__LOAD_EXAMPLES=False
 # Simple auth manager (development only): an admin and a viewer, passwords kept in var/airflow.
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin,viewer:viewer"
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE="$AIRFLOW_HOME/ui-passwords.json"
+# Saving templates: the simple auth manager lets every user see every custom view, so the
+# setting names who may save (here the admin); the viewer previews only.
+export RETENTION_TEMPLATE_EDITORS="${RETENTION_TEMPLATE_EDITORS:-role:admin}"
 export PYTHONWARNINGS=ignore
 export PATH="$BIN:$PATH"
 
@@ -35,7 +38,7 @@ password() { python -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys
 cat <<INFO
 
   Retention page:  http://localhost:$PORT/plugin/retention   (or the "Retention" entry in the nav bar)
-  Log in as:       viewer / $(password viewer)     (admin / $(password admin))
+  Log in as:       viewer / $(password viewer)     (admin / $(password admin): may also save templates)
   Unsubscribe:     the links in var/mail/*.eml (List-Unsubscribe) point at
                    http://localhost:$PORT/retention-public/unsubscribe, served without a login
 

@@ -43,3 +43,8 @@ and {{ column }} in (select customer_id from changed_customers where night = {{ 
 {% macro bound_list(name, count) -%}
 {%- for i in range(count) -%}:{{ name }}_{{ i }}{% if not loop.last %}, {% endif %}{%- endfor -%}
 {%- endmacro %}
+
+{#- Year and month of a date or timestamp as 'YYYY-MM' (reports by month). -#}
+{% macro year_month(column) -%}
+{%- if dialect == "postgresql" -%}to_char({{ column }}, 'YYYY-MM'){%- else -%}strftime('%Y-%m', {{ column }}){%- endif -%}
+{%- endmacro %}

@@ -111,17 +111,29 @@ class Topology:
         return next((name for name, proc in self.processes.items() if proc.pid in pids), None)
 
     def stop(self) -> None:
+        """SIGTERM every process still running and its descendants, then SIGKILL what is left.
+
+        Only processes known to be ours are signalled: psutil handles check a process's start
+        time, so a pid that was reaped long ago (a worker killed by kill_tree) and reused by
+        another test's server is never hit, as a bare ``os.killpg(old pid)`` could.
+        """
+        victims: list[psutil.Process] = []
         for proc in self.processes.values():
             if proc.poll() is None:
-                with suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 30
+                with suppress(psutil.NoSuchProcess):
+                    root = psutil.Process(proc.pid)
+                    victims += [root, *root.children(recursive=True)]
+        for victim in victims:
+            with suppress(psutil.NoSuchProcess):
+                victim.terminate()
+        _, alive = psutil.wait_procs(victims, timeout=30)
+        for victim in alive:
+            with suppress(psutil.NoSuchProcess):
+                victim.kill()
+        psutil.wait_procs(alive, timeout=30)
         for proc in self.processes.values():
             with suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-            with suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the group
-            proc.wait(timeout=30)
+                proc.wait(timeout=30)
 
     # --- REST API ----------------------------------------------------------------------------
 

@@ -91,6 +91,34 @@ def _sending_pid(warehouse_url: str) -> int | None:
     return int(owner.split(":")[1]) if owner else None
 
 
+def _save_thank_you(warehouse_url: str) -> int:
+    from retention import template_store
+    from retention.migrate import upgrade
+    from retention.settings import Settings
+
+    settings = Settings(warehouse_url=warehouse_url)
+    engine = create_engine(warehouse_url)
+    upgrade(engine)
+    source = template_store.shipped_source(settings, "thank_you", "en")
+    edited = source.replace("{% block subject %}", "{% block subject %}Thanks a million! ", 1)
+    version, _ = template_store.save(
+        engine, settings, "thank_you", "en", edited, "marketing", now=dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    )
+    engine.dispose()
+    return version.version_id
+
+
+def _rendered_from(warehouse_url: str, night: dt.date) -> set[tuple[str, int]]:
+    engine = create_engine(warehouse_url)
+    box = schema.outbox
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(box.c.subject, box.c.template_version_id).where(box.c.night == night)
+        ).all()
+    engine.dispose()
+    return {(subject.split("!")[0], version) for subject, version in rows}
+
+
 @pytest.fixture
 def databases():
     if not PG_URL:
@@ -138,11 +166,16 @@ def test_celery_topology_survives_a_worker_killed_mid_batch(tmp_path: Path, data
         )
         poll(lambda: airflow.call("GET", "/dags/retention_nightly").status_code == 200, 60, "the DAGs parsed")
 
+        # A template saved where the api-server saves it (the warehouse) before the night: the
+        # render task, on whichever worker runs it, uses it (issue #13: an edit reaches every worker).
+        version = _save_thank_you(warehouse_url)
+
         # Night 1 with a logical date (a bare date: that night), then its delivery at noon UTC.
         airflow.trigger("retention_nightly", "night-1", f"{first}T00:00:00Z")
         airflow.wait_for_run("retention_nightly", "night-1")
         outbox = _outbox(warehouse_url, first)
         assert len(outbox) == PER_NIGHT and set(outbox.values()) == {"queued"}
+        assert _rendered_from(warehouse_url, first) == {("Thanks a million", version)}
 
         # With a window opening at midnight, night D prepares the local date D+1 for every zone
         # (README, "The night"): its messages are due from D+1 00:00 local.

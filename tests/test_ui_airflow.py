@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,6 +18,7 @@ from retention.unsubscribe import email_hash
 from tests.ui_env import NIGHTS, PUBLIC_PREFIX, AirflowUI, running_airflow_ui
 
 pytestmark = pytest.mark.airflow
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +122,33 @@ def test_the_unsubscribe_path_answers_without_a_login(ui: AirflowUI) -> None:
         link[:-3] + ("AAA" if not link.endswith("AAA") else "BBB"), data={"List-Unsubscribe": "One-Click"}
     )
     assert forged.status_code == 400 and ui.suppressed() == after
+
+
+def test_saving_a_template_needs_the_editor_permission(ui: AirflowUI) -> None:
+    """Through the api-server's own auth: anonymous 401, the viewer 403, the admin saves; the
+    version lands in the warehouse with the admin's name, and a restore makes the file live again."""
+    source = (ROOT / "templates" / "birthday" / "en.jinja").read_text(encoding="utf-8")
+    edited = source.replace("{% block subject %}", "{% block subject %}Cheers! ", 1)
+    draft = {"occasion": "birthday", "language": "en", "source": edited}
+    assert httpx.post(f"{ui.base}/retention/templates/save", json=draft).status_code == 401
+    viewer = httpx.post(f"{ui.base}/retention/templates/save", json=draft, cookies={"_token": ui.token()})
+    assert viewer.status_code == 403, viewer.text
+    page = httpx.get(
+        f"{ui.base}/retention/templates?occasion=birthday&language=en", cookies={"_token": ui.token()}
+    )
+    assert 'id="no-save"' in page.text and 'id="save"' not in page.text
+    admin = {"_token": ui.token("admin")}
+    saved = httpx.post(f"{ui.base}/retention/templates/save", json=draft, cookies=admin)
+    assert saved.status_code == 200, saved.text
+    tv = schema.template_versions
+    with ui.engine.connect() as conn:
+        row = conn.execute(select(tv).where(tv.c.version_id == saved.json()["version_id"])).one()
+    assert (row.occasion, row.language, row.saved_by, row.source) == ("birthday", "en", "admin", edited)
+    back = httpx.post(
+        f"{ui.base}/retention/templates/restore",
+        json={"occasion": "birthday", "language": "en", "version_id": 0},
+        cookies=admin,
+    )
+    assert back.status_code == 200 and back.json()["label"].startswith("version ")
+    page = httpx.get(f"{ui.base}/retention/templates?occasion=birthday&language=en", cookies=admin)
+    assert "restored the shipped file" in page.text and 'id="save"' in page.text

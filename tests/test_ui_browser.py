@@ -118,7 +118,7 @@ def test_marketing_switches_language_edits_and_sees_preview_and_lint_at_the_line
     ui: AirflowUI, browser: Browser
 ) -> None:
     page = browser.new_page(viewport={"width": 1500, "height": 1100})
-    _log_in(page, ui)
+    _log_in(page, ui, "admin")  # RETENTION_TEMPLATE_EDITORS=role:admin (tests/ui_env.py)
     page.goto(f"{ui.base}/retention/templates?occasion=birthday&language=en")
     expect(page.locator("#preview-subject")).to_contain_text("Happy birthday, ")
 
@@ -139,6 +139,38 @@ def test_marketing_switches_language_edits_and_sees_preview_and_lint_at_the_line
     expect(problem).to_contain_text("birthday/de.jinja:4: error: undefined variable 'gift_voucher'")
     expect(page.locator("#gutter .bad")).to_have_text("4")
     page.screenshot(path=str(DOCS / "retention-templates.png"))
-    # Nothing was saved: the shipped template is unchanged.
-    assert "gift_voucher" not in (ROOT / "templates" / "birthday" / "de.jinja").read_text()
+    page.locator("#save").click()  # refused: the error stays at its line, nothing is saved
+    expect(page.locator("#status")).to_contain_text("not saved")
+    expect(page.locator("#gutter .bad")).to_have_text("4")
+    assert _versions(ui, "birthday", "de") == []
+
+    lines[3] = lines[3].removesuffix(" {{ gift_voucher }}")
+    page.locator("#source").fill("\n".join(lines))
+    expect(page.locator("#status")).to_have_text("no problems")
+    page.locator("#save").click()  # the page reloads with the saved version live
+    expect(page.locator("#live-version")).to_have_text("version 1")
+    expect(page.locator("#history tbody tr").first).to_contain_text("admin")
+    expect(page.locator("#preview-subject")).to_contain_text("Alles Gute, ")
+    assert [(v.saved_by, "Alles Gute" in v.source) for v in _versions(ui, "birthday", "de")] == [
+        ("admin", True)
+    ]
+    page.screenshot(path=str(DOCS / "retention-template-saved.png"))
+
+    page.locator("#history button.restore[data-version='0']").click()  # back to the shipped file
+    expect(page.locator("#history tbody tr").first).to_contain_text("restored the shipped file")
+    expect(page.locator("#preview-subject")).to_have_text("Herzlichen Glückwunsch zum Geburtstag!")
+    # The shipped file itself was never written: edits live in the warehouse.
+    assert "Alles Gute" not in (ROOT / "templates" / "birthday" / "de.jinja").read_text()
     page.close()
+
+
+def _versions(ui: AirflowUI, occasion: str, language: str) -> list:
+    tv = schema.template_versions
+    with ui.engine.connect() as conn:
+        return list(
+            conn.execute(
+                select(tv)
+                .where(tv.c.occasion == occasion, tv.c.language == language)
+                .order_by(tv.c.version_id)
+            )
+        )

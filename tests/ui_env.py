@@ -165,6 +165,8 @@ def airflow_ui_env(home: Path, warehouse_url: str) -> dict[str, str]:
         AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin,viewer:viewer",
         AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(passwords),
         RETENTION_UNSUBSCRIBE_SECRET=SECRET,
+        # The simple auth manager grants every custom view to every user: this restricts saving.
+        RETENTION_TEMPLATE_EDITORS="role:admin",
         AIRFLOW__LOGGING__LOGGING_LEVEL="INFO",  # uvicorn's "running on" line says it is ready
     )
     return env

@@ -80,10 +80,12 @@ def preview_draft(
     source: str,
     customer_id: int | None = None,
     engine: Engine | None = None,
+    variant: str = "a",
 ) -> DraftPreview:
-    """Lint ``source`` as ``occasion/language`` and render it; problems are reported, never raised."""
+    """Lint ``source`` as ``occasion/language`` (its variant ``b``: ``language.b``) and render it;
+    problems are reported, never raised."""
     template_source(settings, occasion, language)  # a known template only
-    name = f"{occasion}/{language}.jinja"
+    name = f"{occasion}/{language}.jinja" if variant == "a" else f"{occasion}/{language}.{variant}.jinja"
     limits = RenderLimits.from_settings(settings)
     result = DraftPreview(language=language)
     with tempfile.TemporaryDirectory(prefix="retention-draft-") as tmp:
@@ -110,7 +112,14 @@ def preview_draft(
         try:
             context = _context(settings, engine, occasion, language, customer_id)
             subject, html_path, text_path = preview(
-                root, occasion, language, Path(tmp) / "out", context, settings.default_language, limits
+                root,
+                occasion,
+                language,
+                Path(tmp) / "out",
+                context,
+                settings.default_language,
+                limits,
+                variant,
             )
         except TemplateProblem as problem:
             result.problems.append(

@@ -10,9 +10,15 @@ warehouse of a million customers:
   (``customer_id, occasion, occasion_date``);
 * a customer: ``stg_customers`` by primary key, ``segment_snapshots`` by ``(night,
   customer_id)``, ``occasions`` and ``outbox`` by their unique keys' leading ``customer_id``.
-  A search by address reads ``stg_customers.email``, which has no index yet: at 1M customers
-  that is one sequential scan (see the report to the lead; an index on it makes it a lookup);
+  A search by address compares ``lower(email)``, the expression of the index
+  ``ix_stg_customers_email_lower`` (migration 0007): a lookup, in any case the address is typed;
+  the stopped kinds and suppression are read by the address hash (primary keys);
 * quarantine: by ``night`` (leading column of ``uq_quarantine_copy``).
+
+The holdout uplift is the exception: it must look at every messaged and holdout occasion up to
+the night and the orders after each (1.4M occasions and 1.4M orders take 4-7 s on PostgreSQL at
+1M customers; ``bench/bench_ui.py --synthetic``), so the page reads it through
+:func:`cached_uplift`: computed once per night and warehouse state, in the background.
 """
 
 from __future__ import annotations
@@ -20,14 +26,19 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from scipy.stats import binomtest
-from sqlalchemy import Connection, and_, func, select
+from sqlalchemy import Connection, Engine, and_, func, select
 
 from retention import schema
 from retention.settings import OCCASIONS
 from retention.sqlmodels import select_model
+from retention.unsubscribe import MESSAGE_KINDS, email_hash
 
 __all__ = [
     "nights",
@@ -38,6 +49,7 @@ __all__ = [
     "customer_view",
     "message",
     "holdout_uplift",
+    "cached_uplift",
     "quarantine_by_rule",
     "Uplift",
     "difference_interval",
@@ -155,11 +167,20 @@ def find_customer(conn: Connection, query: str) -> int | None:
         return int(query)
     if "@" not in query:
         return None
-    c, box = schema.stg_customers, schema.outbox
-    found = conn.execute(select(c.c.customer_id).where(c.c.email == query).limit(1)).scalar()
-    if found is None:
-        found = conn.execute(select(box.c.customer_id).where(box.c.email == query).limit(1)).scalar()
-    return found
+    # lower(email): the expression of ix_stg_customers_email_lower and ix_outbox_email_lower, so
+    # the search is a lookup whatever the case of the address typed or stored (the lowest id if
+    # two differ only in case). min(customer_id + 0), not min(customer_id): PostgreSQL may answer
+    # a min() by walking the customer_id index until a row passes the filter, which for an
+    # address nobody has is every row (3 s on a 1.3M-row outbox whose statistics were not yet
+    # gathered); an expression has no index to walk, so the address index is used.
+    needle = query.lower()
+    for table in (schema.stg_customers, schema.outbox):
+        found = conn.execute(
+            select(func.min(table.c.customer_id + 0)).where(func.lower(table.c.email) == needle)
+        ).scalar()
+        if found is not None:
+            return int(found)
+    return None
 
 
 def customer_view(conn: Connection, customer_id: int, night: dt.date, limit: int = 20) -> dict | None:
@@ -234,6 +255,22 @@ def customer_view(conn: Connection, customer_id: int, night: dt.date, limit: int
         "segment": dict(segment) if segment else None,
         "occasions": occasions,
         "messages": messages,
+        **(_unsubscribed(conn, person["email"]) if person else {"stopped_kinds": [], "suppressed": None}),
+    }
+
+
+def _unsubscribed(conn: Connection, email: str) -> dict:
+    """What an address asked on the unsubscribe page: the kinds of message it stopped (with the
+    date, in ``MESSAGE_KINDS`` order), and the reason it is suppressed, if it is."""
+    prefs, supp = schema.unsubscribe_preferences, schema.suppression
+    key = email_hash(email)
+    stopped = dict(conn.execute(select(prefs.c.kind, prefs.c.night).where(prefs.c.email_hash == key)).all())
+    reason = conn.execute(select(supp.c.reason).where(supp.c.email_hash == key)).scalar()
+    order = list(MESSAGE_KINDS)
+    kinds = sorted(stopped, key=lambda k: (order.index(k) if k in order else len(order), k))
+    return {
+        "stopped_kinds": [{"kind": kind, "since": _as_date(stopped[kind])} for kind in kinds],
+        "suppressed": reason,
     }
 
 
@@ -258,6 +295,8 @@ def message(conn: Connection, outbox_id: int) -> dict | None:
                 box.c.sent_at,
                 box.c.smtp_reply,
                 box.c.template_hash,
+                box.c.template_version_id,
+                box.c.variant,
             ).where(box.c.outbox_id == outbox_id)
         )
         .mappings()
@@ -335,6 +374,87 @@ def holdout_uplift(conn: Connection, night: dt.date) -> list[Uplift]:
     return out
 
 
+class BackgroundReport:
+    """A slow report of a night (``compute(conn, night)``: :func:`holdout_uplift`, the earnings)
+    per (warehouse, night, state), each computed once in a background thread.
+
+    The state is what the figures depend on: the newest ``run_log`` row (every stage writes one
+    after its data, so a night's extract of late orders or a re-run of its occasions changes it),
+    the newest occasion id and the number of tombstones (an erasure removes occasions and orders).
+    A result computed while a stage was writing is kept under the state it started with, so the
+    next request after the stage sees a new state and computes again.
+    """
+
+    def __init__(self, compute: Callable[[Connection, dt.date], Any], size: int = 32) -> None:
+        self._compute_report = compute
+        self._lock = threading.Lock()
+        self._results: OrderedDict[tuple, list[Uplift]] = OrderedDict()
+        self._running: dict[tuple, threading.Event] = {}
+        self._errors: dict[tuple, BaseException] = {}
+        self._size = size
+
+    @staticmethod
+    def _state(conn: Connection) -> tuple:
+        log, occ = schema.run_log, schema.occasions
+        return (
+            conn.execute(select(func.max(log.c.run_log_id))).scalar(),
+            conn.execute(select(func.max(occ.c.occasion_id))).scalar(),
+            conn.execute(select(func.count()).select_from(schema.erasures)).scalar(),
+        )
+
+    def get(self, engine: Engine, night: dt.date, patience: float) -> list[Uplift] | None:
+        with engine.connect() as conn:
+            key = (engine.url.render_as_string(hide_password=True), night, self._state(conn))
+        with self._lock:
+            if key in self._errors:  # the last attempt failed: say why, the next request tries again
+                raise self._errors.pop(key)
+            if key in self._results:
+                self._results.move_to_end(key)
+                return self._results[key]
+            done = self._running.get(key)
+            if done is None:
+                done = self._running[key] = threading.Event()
+                threading.Thread(target=self._compute, args=(engine, night, key, done), daemon=True).start()
+        done.wait(patience)
+        with self._lock:
+            if key in self._errors:
+                raise self._errors.pop(key)
+            return self._results.get(key)
+
+    def _compute(self, engine: Engine, night: dt.date, key: tuple, done: threading.Event) -> None:
+        try:
+            with engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    # JIT compiles this one-off aggregate for about a second before it runs.
+                    conn.exec_driver_sql("set local jit = off")
+                result = self._compute_report(conn, night)
+            with self._lock:
+                self._results[key] = result
+                while len(self._results) > self._size:
+                    self._results.popitem(last=False)
+        except Exception as exc:  # noqa: BLE001 (handed to the request that asks next)
+            with self._lock:
+                self._errors[key] = exc
+        finally:
+            with self._lock:
+                self._running.pop(key, None)
+            done.set()
+
+
+_UPLIFT_CACHE = BackgroundReport(holdout_uplift)
+
+
+def cached_uplift(engine: Engine, night: dt.date, patience: float = 0.3) -> list[Uplift] | None:
+    """:func:`holdout_uplift` of the night, or ``None`` while it is still being computed.
+
+    Waits at most ``patience`` seconds: a small warehouse gets its figures in the same request;
+    on a large one the page answers at once, says the figures are coming, and the computation
+    that started goes on in the background for the next request (one per night and state).
+    An error of the computation is raised by the request that asks next; the one after computes again.
+    """
+    return _UPLIFT_CACHE.get(engine, night, patience)
+
+
 def quarantine_by_rule(conn: Connection, night: dt.date, examples: int = 3) -> list[dict]:
     """The night's held-back rows per rule, with a few example rows each."""
     q = schema.quarantine
@@ -355,3 +475,17 @@ def quarantine_by_rule(conn: Connection, night: dt.date, examples: int = 3) -> l
         listed = [{**{k: v for k, v in r.items() if k != "raw"}, "raw": json.loads(r["raw"])} for r in rows]
         out.append({"rule": rule, "count": int(n), "examples": listed})
     return out
+
+
+def stale_queued(conn: Connection, occasion: str, language: str, version_id: int | None) -> int:
+    """Queued messages of (occasion, language) rendered from another template version than
+    ``version_id`` (None: the shipped file): what ``retention rerender`` would render again."""
+    box = schema.outbox
+    return conn.execute(
+        select(func.count()).where(
+            box.c.status == "queued",
+            box.c.occasion == occasion,
+            box.c.language == language,
+            box.c.template_version_id.is_distinct_from(version_id),
+        )
+    ).scalar_one()

@@ -9,7 +9,11 @@ Routes (relative, so that the page works under any prefix and behind a reverse p
 * ``./?night=YYYY-MM-DD&q=customer id or address``: the page;
 * ``./message/{outbox_id}``: one message as sent (headers, text, and the HTML in a sandboxed frame);
 * ``./message/{outbox_id}/html``: the HTML part alone, served with a CSP sandbox (no scripts);
-* ``./app.js``: the page's small script (night picker, table filter).
+* ``./templates?occasion=&language=``: the template editor (live preview, save, history, restore);
+* ``./templates/preview``, ``save``, ``restore``, ``rerender`` (JSON posts) and
+  ``./templates/version/{id}`` (a saved version's source);
+* ``./tomorrow?night=YYYY-MM-DD&q=...``: the forecast of the next night (``retention.forecast``);
+* ``./app.js``: the page's small script (night picker, table filter, editor).
 """
 
 from __future__ import annotations
@@ -21,11 +25,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jinja2
-from fastapi import Depends, FastAPI, HTTPException
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 
+from retention import template_store
 from retention.db import engine_for
 from retention.segments import ABC_CLASSES, LIFECYCLE_PHASES, RFM_SEGMENTS
 from retention.settings import Settings
@@ -34,13 +39,24 @@ from retention.web import editor, queries
 __all__ = ["create_retention_app"]
 
 
-class Draft(BaseModel):
-    """A template draft to preview (never saved)."""
+class Pair(BaseModel):
+    """One template: an occasion in a language."""
 
-    occasion: str
-    language: str
+    occasion: str = Field(max_length=32)
+    language: str = Field(max_length=8)
+
+
+class Draft(Pair):
+    """A template draft to preview or save."""
+
     source: str
     customer_id: int | None = Field(None, ge=0)
+
+
+class Restore(Pair):
+    """An earlier version to make live again (0: the shipped file)."""
+
+    version_id: int = Field(ge=0)
 
 
 #: The page may load its own script and style, frame its own message view, and nothing else.
@@ -108,6 +124,41 @@ if (editor) {
   };
   editor.addEventListener("input", () => { paint(new Set()); clearTimeout(timer); timer = setTimeout(refresh, 600); });
   document.getElementById("customer").addEventListener("change", refresh);
+  // Save, restore, render the queue again: JSON posts (a cross-site form cannot send them).
+  const post = async (path, body) => {
+    const reply = await fetch(path, {method: "POST", headers: {"Content-Type": "application/json"},
+                                     body: JSON.stringify({occasion: editor.dataset.occasion,
+                                                           language: editor.dataset.language, ...body})});
+    return [reply, await reply.json()];
+  };
+  const saved = (reply, data) => {
+    if (reply.ok) { window.location.reload(); return; }
+    const status = document.getElementById("status");
+    status.textContent = typeof data.detail === "string" ? data.detail : (data.detail.message || "not saved");
+    if (data.detail && data.detail.problems) {
+      problems.innerHTML = "";
+      const bad = new Set();
+      for (const p of data.detail.problems) {
+        if (p.line) bad.add(p.line);
+        const item = document.createElement("li");
+        item.className = p.severity;
+        item.textContent = `${p.file}${p.line ? ":" + p.line : ""}: ${p.severity}: ${p.message}`;
+        problems.appendChild(item);
+      }
+      paint(bad);
+    }
+  };
+  const save = document.getElementById("save");
+  if (save) save.addEventListener("click", async () => saved(...await post("templates/save", {source: editor.value})));
+  document.querySelectorAll("button.restore").forEach((button) => button.addEventListener("click", async () =>
+    saved(...await post("templates/restore", {version_id: Number(button.dataset.version)}))));
+  const again = document.getElementById("rerender");
+  if (again) again.addEventListener("click", async () => {
+    const [reply, data] = await post("templates/rerender", {});
+    document.getElementById("queued").textContent = reply.ok
+      ? `${data.rerendered} queued message(s) rendered again` + (data.claimed ? `, ${data.claimed} already being sent` : "")
+      : (data.detail || "failed");
+  });
   document.getElementById("download").addEventListener("click", () => {
     const link = document.createElement("a");
     link.href = URL.createObjectURL(new Blob([editor.value], {type: "text/plain"}));
@@ -154,6 +205,7 @@ _BASE = """<!doctype html>
  #source { flex: 1; height: 36rem; border: 0; padding: .4rem; font: 13px/1.4 monospace; resize: vertical; white-space: pre; }
  #problems li.error { color: #cf222e; cursor: pointer; } #problems li.warning { color: #9a6700; cursor: pointer; }
  nav.tabs a { margin-right: 1rem; }
+ .notice { background: #fff8c5; border: 1px solid #d4a72c; border-radius: 4px; padding: .5rem .7rem; }
 </style>
 <script src="{{ root }}app.js" defer></script></head>
 <body>{{ body }}</body></html>
@@ -161,7 +213,7 @@ _BASE = """<!doctype html>
 
 _PAGE = """
 <h1>Retention</h1>
-<nav class="tabs"><a href="./">Nights</a><a href="./templates">Templates</a></nav>
+<!--nav-->
 <section>
 <form method="get" class="inline">
  <label>Night <select name="night" id="night" data-autosubmit>
@@ -206,7 +258,10 @@ _PAGE = """
 {% if customer %}
  {% set p = customer.person %}{% set s = customer.segment %}
  <h3>Customer {{ customer.customer_id }}{% if p %}: {{ p.first_name }} {{ p.last_name or "" }} &lt;{{ p.email }}&gt;{% endif %}</h3>
- {% if p %}<p>language {{ p.language }}, time zone {{ p.time_zone }}, marketing consent {{ "yes" if p.marketing_consent else "no" }}</p>{% endif %}
+ {% if p %}<p>language {{ p.language }}, time zone {{ p.time_zone }}, marketing consent {{ "yes" if p.marketing_consent else "no" }}</p>
+ <p id="unsubscribed">{% if customer.suppressed %}Address suppressed ({{ customer.suppressed }}): no messages at all.{% endif %}
+ {% if customer.stopped_kinds %}Stopped on the unsubscribe page: {% for k in customer.stopped_kinds %}<b>{{ k.kind }}</b> (since {{ k.since }}){{ ", " if not loop.last }}{% endfor %}.
+ {% elif not customer.suppressed %}<span class="muted">Receives every kind of message.</span>{% endif %}</p>{% endif %}
  {% if s %}<p id="customer-segment">On {{ night }}: RFM <b>{{ s.rfm_segment }}</b> (R{{ s.r_score or "–" }} F{{ s.f_score or "–" }} M{{ s.m_score or "–" }}),
   class <b>{{ s.abc_class }}</b>, phase <b>{{ s.lifecycle_phase }}</b>{% if s.unprofitable %}, unprofitable{% endif %}</p>{% endif %}
  <h4>Recent occasions</h4><table><thead><tr><th>date</th><th>occasion</th><th>language</th><th>status</th><th>reason</th></tr></thead><tbody>
@@ -224,12 +279,13 @@ _PAGE = """
 (only occasions whose N days have passed count). The interval is a 95 % Newcombe score interval of the difference.</p>
 <table id="uplift"><thead><tr><th>occasion</th><th class="n">days</th><th class="n">messaged</th><th class="n">of them observed</th><th class="n">bought</th><th class="n">rate</th>
 <th class="n">holdout</th><th class="n">of them observed</th><th class="n">bought</th><th class="n">rate</th><th class="n">uplift</th><th>95 % interval</th></tr></thead><tbody>
-{% for u in uplift %}<tr><td>{{ u.occasion }}</td><td class="n">{{ u.days }}</td>
+{% for u in uplift or [] %}<tr><td>{{ u.occasion }}</td><td class="n">{{ u.days }}</td>
 <td class="n">{{ u.messaged_customers }}</td><td class="n">{{ u.messaged_n }}</td><td class="n">{{ u.messaged_bought }}</td><td class="n">{{ u.messaged_rate | pct }}</td>
 <td class="n">{{ u.holdout_customers }}</td><td class="n">{{ u.holdout_n }}</td><td class="n">{{ u.holdout_bought }}</td><td class="n">{{ u.holdout_rate | pct }}</td>
 <td class="n">{{ u.uplift | signed_pct }}</td>
 <td>{% if u.low is not none %}{{ u.low | signed_pct }} to {{ u.high | signed_pct }}{% else %}<span class="muted">not enough data yet</span>{% endif %}</td></tr>{% endfor %}
-</tbody></table>{% if not uplift %}<p class="muted">No messaged or holdout occasions yet.</p>{% endif %}
+</tbody></table>{% if uplift is none %}<p class="muted" id="uplift-pending">Being computed over every occasion up to
+{{ night }}: reload the page in a few seconds.</p>{% elif not uplift %}<p class="muted">No messaged or holdout occasions yet.</p>{% endif %}
 </section>
 
 <section id="quarantine"><h2>Quarantine of the night</h2>
@@ -242,7 +298,7 @@ _PAGE = """
 
 _EDITOR = """
 <h1>Templates</h1>
-<nav class="tabs"><a href="./">Nights</a><a href="./templates">Templates</a></nav>
+<!--nav-->
 <section>
 <form method="get" action="templates" class="inline">
  <label>Occasion <select name="occasion" id="occasion" data-autosubmit>
@@ -259,12 +315,84 @@ _EDITOR = """
   <div class="code"><pre id="gutter"></pre><textarea id="source" spellcheck="false" data-file="{{ file }}"
    data-occasion="{{ occasion }}" data-language="{{ language }}">{{ source }}</textarea></div>
   <ul id="problems"></ul>
-  <p class="muted">Saving from the browser is not available yet: <button type="button" id="download">download the
-  edited file</button> and put it into <code>templates/{{ file }}</code> (lint runs again before every night).</p>
+  {% if frozen %}
+  <p id="frozen" class="notice">Templates are frozen in this deployment (<code>RETENTION_TEMPLATES_FROZEN</code>): the
+  night renders the files baked into the image, so nothing can be saved here. <button type="button" id="download">Download
+  the edited file</button> and put it into <code>templates/{{ file }}</code> for the next image.</p>
+  {% else %}
+  <p>Live: <b id="live-version">{{ live.label }}</b>{% if live.saved_by != "shipped" %}, saved by {{ live.saved_by }}
+  on {{ live.saved_at.strftime("%Y-%m-%d %H:%M") }} UTC{% endif %}.
+  {% if may_save %}<button type="button" id="save">Save</button>{% else %}<span class="muted" id="no-save">Saving needs the
+  template editor permission.</span>{% endif %}
+  <button type="button" id="download">Download</button></p>
+  <p id="queued">{{ stale }} queued message(s) of {{ occasion }} in {{ language }} were rendered from another version.
+  {% if may_save and stale %}<button type="button" id="rerender">Render them again</button>{% endif %}</p>
+  <h3>History</h3>
+  <table id="history"><thead><tr><th>version</th><th>saved (UTC)</th><th>by</th><th>note</th><th></th></tr></thead><tbody>
+  {% for v in history %}<tr data-version="{{ v.version_id }}"><td>{{ v.version_id }}{{ " (live)" if v.version_id == live.version_id }}</td>
+   <td>{{ v.saved_at.strftime("%Y-%m-%d %H:%M") }}</td><td>{{ v.saved_by }}</td><td>{{ v.note or "" }}</td>
+   <td><a href="templates/version/{{ v.version_id }}">source</a>{% if may_save and v.version_id != live.version_id %}
+   <button type="button" class="restore" data-version="{{ v.version_id }}">Restore</button>{% endif %}</td></tr>{% endfor %}
+   <tr data-version="0"><td>shipped file{{ " (live)" if live.version_id == 0 }}</td><td></td><td></td><td><code>templates/{{ file }}</code></td>
+   <td>{% if may_save and live.version_id != 0 %}<button type="button" class="restore" data-version="0">Restore</button>{% endif %}</td></tr>
+  </tbody></table>
+  {% endif %}
  </div>
- <div><h2>Preview</h2><p><b>Subject:</b> <span id="preview-subject"></span></p>
+ <div><h2>Preview{{ " of variant a" if variant_b }}</h2><p><b>Subject:</b> <span id="preview-subject"></span></p>
   <iframe id="preview-html" sandbox title="HTML part"></iframe><pre id="preview-text"></pre></div>
 </div>
+{% if variant_b %}
+<section id="variant-b"><h2>Variant b: <code>templates/{{ variant_b.file }}</code></h2>
+<p class="muted">Half of the {{ language }} customers get this wording instead (a stable hash of customer and occasion);
+the Earnings tab compares what the two bring. Edit it in the templates folder; a variant with lint errors is not sent
+(its customers get variant a).</p>
+<div class="editor">
+ <div><pre id="variant-b-source">{{ variant_b.source }}</pre>
+  <ul id="variant-b-problems">{% for p in variant_b.problems %}<li class="{{ p.severity }}">{{ p.file }}{{ ":" ~ p.line if p.line }}: {{ p.severity }}: {{ p.message }}</li>{% endfor %}</ul></div>
+ <div><p><b>Subject:</b> <span id="variant-b-subject">{{ variant_b.subject or "" }}</span></p>
+  <iframe id="variant-b-html" sandbox title="HTML part of variant b" srcdoc="{{ variant_b.html or "" }}"></iframe>
+  <pre id="variant-b-text">{{ variant_b.text or "" }}</pre></div>
+</div>
+</section>
+{% endif %}
+"""
+
+_EARNINGS = """
+<h1>What retention earns</h1>
+<!--nav-->
+<section>
+<form method="get" class="inline"><label>Days after the occasion <select name="days" id="days" data-autosubmit>
+{% for n in ("30", "60", "90") %}<option {{ "selected" if n == days }}>{{ n }}</option>{% endfor %}</select></label>
+<noscript><button>Show</button></noscript></form>
+<p class="muted">As of night {{ e.night }}. Messaged (selected for a message) against the holdout, over the occasions whose
+{{ days }} days have passed: who bought again, and revenue and margin per customer in those days (kept items). Differences
+with a {{ (e.confidence * 100) | round | int }} % {{ e.interval }} interval; cost {{ e.message_cost }} per message
+(<code>RETENTION_MESSAGE_COST</code>); return = (incremental margin − cost) / cost.</p>
+<table id="earnings"><thead><tr><th>occasion</th><th>month</th><th class="n">messaged</th><th class="n">held out</th>
+<th class="n">bought again</th><th class="n">revenue / customer</th><th class="n">margin / customer</th>
+<th class="n">margin uplift</th><th>interval</th><th class="n">cost</th><th class="n">incremental margin</th><th class="n">return</th></tr></thead><tbody>
+{% for occasion, block in e.occasions.items() %}
+ {% for month, b in [("all", block.total)] + (block.months.items() | list) %}{% set h = b.horizons[days] %}
+ <tr{% if month != "all" %} class="muted"{% endif %}><td>{{ occasion if month == "all" }}</td><td>{{ month }}</td>
+ <td class="n">{{ h.messaged.customers }}</td><td class="n">{{ h.holdout.customers }}</td>
+ <td class="n">{{ h.messaged.repeat_rate | pct }} vs {{ h.holdout.repeat_rate | pct }}</td>
+ <td class="n">{{ h.messaged.revenue_per_customer }} vs {{ h.holdout.revenue_per_customer }}</td>
+ <td class="n">{{ h.messaged.margin_per_customer }} vs {{ h.holdout.margin_per_customer }}</td>
+ <td class="n">{{ h.margin_per_customer_uplift if h.margin_per_customer_uplift is not none else "–" }}</td>
+ <td>{% if h.margin_per_customer_interval %}{{ h.margin_per_customer_interval[0] }} to {{ h.margin_per_customer_interval[1] }}{% else %}<span class="muted">not enough data</span>{% endif %}</td>
+ <td class="n">{{ h.cost }}</td><td class="n">{{ h.incremental_margin if h.incremental_margin is not none else "–" }}</td>
+ <td class="n">{{ "%+.1f×" | format(h.return_on_cost) if h.return_on_cost is not none else "–" }}</td></tr>
+ {% endfor %}
+{% endfor %}
+</tbody></table>{% if not e.occasions %}<p class="muted">No messaged or held-out occasions yet.</p>{% endif %}
+</section>
+"""
+
+_EARNINGS_PENDING = """
+<h1>What retention earns</h1>
+<!--nav-->
+<section><p id="pending">The figures of night {{ night }} are being computed (they read every occasion and the orders
+after it); reload in a minute.</p></section>
 """
 
 _MESSAGE = """
@@ -274,16 +402,50 @@ _MESSAGE = """
 <tr><th>To</th><td>{{ m.email }}</td></tr><tr><th>Occasion</th><td>{{ m.occasion }} ({{ m.language }}), {{ m.occasion_date }}</td></tr>
 <tr><th>Message-ID</th><td>{{ m.message_id }}</td></tr><tr><th>Status</th><td>{{ m.status }}{% if m.smtp_reply %}: {{ m.smtp_reply }}{% endif %}</td></tr>
 <tr><th>Send at (UTC)</th><td>{{ m.send_at }}</td></tr><tr><th>Sent (UTC)</th><td>{{ m.sent_at or "–" }}</td></tr>
-<tr><th>Template</th><td><code>{{ m.template_hash }}</code></td></tr>
+<tr><th>Template</th><td><code>{{ m.template_hash }}</code>{% if m.template_version_id %}, saved version {{ m.template_version_id }}{% endif %}{% if m.variant %}, variant <b id="variant">{{ m.variant }}</b>{% endif %}</td></tr>
 </table>
 <h2>HTML part</h2><iframe src="{{ root }}message/{{ m.outbox_id }}/html" sandbox title="HTML part"></iframe>
 <h2>Text part</h2><pre id="text">{{ m.text_body }}</pre>
 """
 
 
+_TOMORROW = """
+<h1>Tomorrow</h1>
+<!--nav-->
+<section id="forecast"><h2>What night {{ f.night }} will decide</h2>
+<p>A forecast, computed now from the warehouse as it is after night {{ f.based_on or "–" }}; nothing was written
+({{ "%.2f" | format(f.seconds) }} s{% if f.projected_snapshot %}, facts and segments projected to the night{% endif %}).</p>
+<p>{% for status, n in f.totals().items() %}<span class="o-{{ status }}">{{ status }} {{ n }}</span>{{ " · " if not loop.last }}{% endfor %}</p>
+<table id="forecast-counts"><thead><tr><th>occasion</th><th>language</th><th>status</th><th class="n">count</th></tr></thead><tbody>
+{% for o, lang, status, n in f.counts() %}<tr><td>{{ o }}</td><td>{{ lang }}</td><td class="o-{{ status }}">{{ status }}</td><td class="n">{{ n }}</td></tr>{% endfor %}
+</tbody></table>{% if not f.rows %}<p class="muted">No candidates for this night.</p>{% endif %}
+<h3>How exact</h3><table id="forecast-notes"><tbody>
+{% for o, note in f.notes.items() %}<tr><td>{{ o }}</td><td>{{ "exact" if o in exact else "estimate" }}</td><td>{{ note }}</td></tr>{% endfor %}
+</tbody></table><p class="muted">{{ common_note }}</p>
+</section>
+<section id="forecast-list"><h2>Candidates</h2>
+<form method="get"><input type="hidden" name="night" value="{{ f.night }}">
+ <input type="search" name="q" value="{{ q }}" placeholder="customer id, occasion, status, reason" size="36"> <button>Search</button></form>
+<p class="muted">{{ shown | length }} of {{ matching }} matching candidates{% if q %} (of {{ f.rows | length }}){% endif %}.</p>
+<input type="search" placeholder="filter these rows" data-filter="forecast-rows">
+<table id="forecast-rows"><thead><tr><th>customer</th><th>occasion</th><th>language</th><th>date</th><th>status</th><th>reason</th></tr></thead><tbody>
+{% for r in shown %}<tr><td><a href="./?q={{ r.customer_id }}">{{ r.customer_id }}</a></td><td>{{ r.occasion }}</td><td>{{ r.language }}</td>
+<td>{{ r.occasion_date }}</td><td class="o-{{ r.status }}">{{ r.status }}</td><td>{{ r.reason or "" }}</td></tr>{% endfor %}
+</tbody></table>
+</section>
+"""
+
+
+#: The tabs every page shows (``<!--nav-->`` in a page template).
+_NAV = (
+    '<nav class="tabs"><a href="./">Nights</a><a href="./templates">Templates</a>'
+    '<a href="./tomorrow">Tomorrow</a><a href="./earnings">Earnings</a></nav>'
+)
+
+
 @functools.cache
 def _compiled(template: str) -> jinja2.Template:
-    return _ENV.from_string(template)
+    return _ENV.from_string(template.replace("<!--nav-->", _NAV))
 
 
 def _render(title: str, template: str, root: str, **context: Any) -> HTMLResponse:
@@ -317,7 +479,7 @@ def _page_context(engine: Engine, night: dt.date | None, q: str) -> dict:
             outcomes=outcomes,
             outcome_totals=sorted(totals.items(), key=lambda kv: queries.OUTCOMES.index(kv[0])),
             customer=queries.customer_view(conn, customer_id, night) if customer_id is not None else None,
-            uplift=queries.holdout_uplift(conn, night),
+            uplift=queries.cached_uplift(engine, night),  # None: still being computed (1M customers)
             quarantine=queries.quarantine_by_rule(conn, night),
             charts=(
                 ("RFM segment", "rfm", RFM_SEGMENTS),
@@ -335,8 +497,16 @@ def create_retention_app(
     require_user: Callable[..., Any],
     settings: Settings | None = None,
     engine: Engine | None = None,
+    editor_name: Callable[[Any], str | None] | None = None,
+    secret: Callable[[], bytes] | None = None,
 ) -> FastAPI:
-    """The Retention page app; ``require_user`` is a FastAPI dependency that refuses anonymous requests."""
+    """The Retention page app.
+
+    ``require_user`` is a FastAPI dependency that refuses anonymous requests and returns the
+    user; ``editor_name(user)`` names a user who may save templates (``None``: may not; when
+    not given, nobody may); ``secret()`` gives the unsubscribe signing secret that re-rendered
+    messages' links need.
+    """
     settings = settings or Settings()
     engine = engine or engine_for(settings.warehouse)
     app = FastAPI(
@@ -347,13 +517,42 @@ def create_retention_app(
         openapi_url=None,
     )
     _night_routes(app, engine)
-    _template_routes(app, settings, engine)
+    _earnings_route(app, settings, engine)
+    _tomorrow_routes(app, settings, engine)
+    _template_routes(app, settings, engine, require_user, editor_name or (lambda _user: None), secret)
 
     @app.get("/app.js")
     def script() -> Response:
         return Response(SCRIPT, media_type="text/javascript", headers={"Cache-Control": "no-cache"})
 
     return app
+
+
+def _earnings_route(app: FastAPI, settings: Settings, engine: Engine) -> None:
+    """What retention earns, per occasion and month (``retention.earnings``), as of the latest night."""
+    from retention.earnings import earnings
+
+    # Like the holdout uplift, it reads every occasion and the orders after it: on a large
+    # warehouse it is computed once per night and state in the background, and the page says so.
+    report = queries.BackgroundReport(
+        lambda conn, night: earnings(
+            conn, night, settings.message_cost, min_sample=settings.variant_min_sample
+        )
+    )
+
+    @app.get("/earnings", response_class=HTMLResponse)
+    def earnings_page(days: str = "90", night: str | None = None) -> HTMLResponse:
+        if days not in ("30", "60", "90"):
+            raise HTTPException(400, "days must be 30, 60 or 90")
+        with engine.connect() as conn:
+            known = queries.nights(conn)
+        chosen = _night(night, known)
+        if chosen is None:
+            raise HTTPException(404, "no night has run yet")
+        figures = report.get(engine, chosen, patience=5.0)
+        if figures is None:
+            return _render("Earnings", _EARNINGS_PENDING, "./", night=chosen)
+        return _render("Earnings", _EARNINGS, "./", e=figures, days=days)
 
 
 def _night_routes(app: FastAPI, engine: Engine) -> None:
@@ -383,17 +582,65 @@ def _night_routes(app: FastAPI, engine: Engine) -> None:
         return HTMLResponse(row["html_body"], headers=MESSAGE_HEADERS)
 
 
-def _template_routes(app: FastAPI, settings: Settings, engine: Engine) -> None:
-    """The template editor: a template's source, and a live preview of a draft (nothing is saved)."""
+def _tomorrow_routes(app: FastAPI, settings: Settings, engine: Engine) -> None:
+    """``./tomorrow``: the forecast of the next night (retention.forecast), computed on request."""
+    from retention import forecast as fc
+    from retention.night import night_for_date
+
+    @app.get("/tomorrow", response_class=HTMLResponse)
+    def tomorrow(night: str | None = None, q: str = "", limit: int = 500) -> HTMLResponse:
+        try:
+            chosen = night_for_date(night, settings.time_zone) if night else fc.next_night(engine, settings)
+        except ValueError as exc:
+            raise HTTPException(400 if night else 404, str(exc)) from None
+        result = fc.forecast(engine, chosen, settings)
+        needle = q.strip().lower()
+        matching = [
+            r
+            for r in result.rows
+            if not needle
+            or needle == str(r.customer_id)
+            or any(needle in (v or "").lower() for v in (r.occasion, r.language, r.status, r.reason))
+        ]
+        return _render(
+            "Tomorrow",
+            _TOMORROW,
+            "./",
+            f=result,
+            exact=fc.EXACT,
+            common_note=fc.COMMON_NOTE,
+            q=q.strip(),
+            matching=len(matching),
+            shown=matching[: max(limit, 0)],
+        )
+
+
+def _template_routes(
+    app: FastAPI,
+    settings: Settings,
+    engine: Engine,
+    require_user: Callable[..., Any],
+    editor_name: Callable[[Any], str | None],
+    secret: Callable[[], bytes] | None,
+) -> None:
+    """The template editor: source, live preview, save with history and restore, and re-rendering
+    the queue. Saving needs ``editor_name(user)`` to name the user (else 403)."""
+
+    known = _known_template(settings)
+    _template_write_routes(app, settings, engine, _saver(settings, require_user, editor_name), known, secret)
 
     @app.get("/templates", response_class=HTMLResponse)
-    def templates_page(occasion: str = "thank_you", language: str | None = None) -> HTMLResponse:
+    def templates_page(
+        occasion: str = "thank_you",
+        language: str | None = None,
+        user: Any = Depends(require_user),  # noqa: B008 (FastAPI's idiom)
+    ) -> HTMLResponse:
         language = language or settings.default_language
-        try:
-            source = editor.template_source(settings, occasion, language)
-        except KeyError:
-            raise HTTPException(404, f"no template {occasion}/{language}") from None
+        known(occasion, language)
+        live = template_store.current(engine, settings, occasion, language)
         shipped = editor.available_templates(settings)
+        with engine.connect() as conn:
+            stale = queries.stale_queued(conn, occasion, language, live.version_id or None)
         return _render(
             "Templates",
             _EDITOR,
@@ -403,8 +650,22 @@ def _template_routes(app: FastAPI, settings: Settings, engine: Engine) -> None:
             occasion=occasion,
             language=language,
             file=f"{occasion}/{language}.jinja",
-            source=source,
+            source=live.source,
+            live=live,
+            history=[] if settings.templates_frozen else template_store.history(engine, occasion, language),
+            frozen=settings.templates_frozen,
+            may_save=bool(editor_name(user)) and not settings.templates_frozen,
+            stale=stale,
+            variant_b=_variant_b(settings, engine, occasion, language),
         )
+
+    @app.get("/templates/version/{version_id}")
+    def template_version(version_id: int) -> Response:
+        try:
+            saved = template_store.version(engine, version_id)
+        except KeyError as exc:
+            raise HTTPException(404, str(exc).strip("'\"")) from None
+        return Response(saved.source, media_type="text/plain; charset=utf-8", headers=PAGE_HEADERS)
 
     @app.post("/templates/preview")
     def template_preview(draft: Draft) -> dict:
@@ -417,3 +678,108 @@ def _template_routes(app: FastAPI, settings: Settings, engine: Engine) -> None:
         except KeyError as exc:
             raise HTTPException(404, str(exc).strip("'")) from None
         return {**dataclasses.asdict(result), "ok": result.ok}
+
+
+def _variant_b(settings: Settings, engine: Engine, occasion: str, language: str) -> dict | None:
+    """Variant b of a template, with its preview for the sample customer; None without one."""
+    path = settings.templates_path / occasion / f"{language}.b.jinja"
+    if not path.is_file():
+        return None
+    source = path.read_text(encoding="utf-8")
+    shown = editor.preview_draft(settings, occasion, language, source, engine=engine, variant="b")
+    return {"file": f"{occasion}/{language}.b.jinja", "source": source, **dataclasses.asdict(shown)}
+
+
+def _saver(
+    settings: Settings, require_user: Callable[..., Any], editor_name: Callable[[Any], str | None]
+) -> Callable[..., str]:
+    """The dependency of every route that changes something: the saving user's name, or a 4xx."""
+
+    def saver(request: Request, user: Any = Depends(require_user)) -> str:  # noqa: B008 (FastAPI)
+        # A JSON body only: a cross-site form cannot send one without the browser asking first.
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            raise HTTPException(415, "send the request as application/json")
+        name = editor_name(user)
+        if not name:
+            raise HTTPException(403, "this user may not save templates (the template editor permission)")
+        if settings.templates_frozen:
+            raise HTTPException(
+                409, "templates are frozen in this deployment (RETENTION_TEMPLATES_FROZEN): download the file"
+            )
+        return name
+
+    return saver
+
+
+def _known_template(settings: Settings) -> Callable[[str, str], None]:
+    def known(occasion: str, language: str) -> None:
+        try:
+            template_store.shipped_source(settings, occasion, language)
+        except KeyError as exc:
+            raise HTTPException(404, str(exc).strip("'\"")) from None
+
+    return known
+
+
+def _template_write_routes(
+    app: FastAPI,
+    settings: Settings,
+    engine: Engine,
+    saver: Callable[..., str],
+    known: Callable[[str, str], None],
+    secret: Callable[[], bytes] | None,
+) -> None:
+    """Save, restore, and render the queue again: each needs ``saver`` (a user who may save)."""
+
+    def saved_reply(result: tuple[template_store.Version, bool]) -> dict:
+        version, new = result
+        with engine.connect() as conn:
+            stale = queries.stale_queued(conn, version.occasion, version.language, version.version_id or None)
+        return {"version_id": version.version_id, "label": version.label, "new": new, "stale_queued": stale}
+
+    @app.post("/templates/save")
+    def template_save(draft: Draft, name: str = Depends(saver)) -> dict:  # noqa: B008
+        known(draft.occasion, draft.language)
+        if len(draft.source.encode()) > settings.template_max_bytes:
+            raise HTTPException(413, f"the template is larger than {settings.template_max_bytes} bytes")
+        try:
+            result = template_store.save(
+                engine,
+                settings,
+                draft.occasion,
+                draft.language,
+                draft.source,
+                name,
+                now=dt.datetime.now(dt.UTC),
+            )
+        except template_store.LintFailed as failed:
+            raise HTTPException(422, {"message": str(failed), "problems": failed.problems}) from None
+        return saved_reply(result)
+
+    @app.post("/templates/restore")
+    def template_restore(choice: Restore, name: str = Depends(saver)) -> dict:  # noqa: B008
+        known(choice.occasion, choice.language)
+        try:
+            result = template_store.restore(
+                engine,
+                settings,
+                choice.version_id,
+                name,
+                occasion=choice.occasion,
+                language=choice.language,
+                now=dt.datetime.now(dt.UTC),
+            )
+        except KeyError as exc:
+            raise HTTPException(404, str(exc).strip("'\"")) from None
+        except template_store.LintFailed as failed:  # e.g. a variable the occasion no longer has
+            raise HTTPException(422, {"message": str(failed), "problems": failed.problems}) from None
+        return saved_reply(result)
+
+    @app.post("/templates/rerender")
+    def template_rerender(pair: Pair, name: str = Depends(saver)) -> dict:  # noqa: B008
+        from retention.outbox import rerender
+
+        known(pair.occasion, pair.language)
+        if secret is None:
+            raise HTTPException(503, "no unsubscribe signing secret is configured on this server")
+        return rerender(engine, settings, secret(), pair.occasion, pair.language)

@@ -7,8 +7,12 @@ Every message carries ``List-Unsubscribe: <mailto:...>, <BASE/unsubscribe?token=
 * ``POST /unsubscribe?token=T`` with the form body ``List-Unsubscribe=One-Click``: what a mail
   client (Gmail, Yahoo, Apple Mail) sends when the reader clicks "Unsubscribe"; the address
   goes on the suppression list at once. The confirm button of the page posts the same.
-* ``GET /unsubscribe?token=T``: a small page in the customer's language with a confirm button.
-  A GET never unsubscribes: link scanners and mail prefetchers open every link.
+* ``GET /unsubscribe?token=T``: a small page in the customer's language with a confirm button,
+  and the choice to stop only one kind of message (product suggestions, greetings, feedback
+  requests, "we miss you" emails, thank-yous: ``retention.unsubscribe.MESSAGE_KINDS``) and keep
+  the rest. A GET never unsubscribes: link scanners and mail prefetchers open every link.
+* ``POST /unsubscribe?token=T`` with the form body ``kind=<kind>``: what that choice posts; the
+  kind goes into ``unsubscribe_preferences`` and the next nights skip its occasions.
 
 Idempotent: a second click answers the same and changes nothing. A token that does not verify
 (forged, altered, or for an address the warehouse no longer holds) gets a 400 and changes
@@ -37,9 +41,16 @@ from starlette.concurrency import run_in_threadpool
 from retention import schema
 from retention.db import engine_for
 from retention.settings import LANGUAGES, Settings
-from retention.unsubscribe import email_hash, record_unsubscribe, secret_from_env, verify
+from retention.unsubscribe import (
+    MESSAGE_KINDS,
+    email_hash,
+    record_preference,
+    record_unsubscribe,
+    secret_from_env,
+    verify,
+)
 
-__all__ = ["RateLimiter", "Unsubscriber", "create_unsubscribe_app", "lookup_token", "TEXTS"]
+__all__ = ["RateLimiter", "Unsubscriber", "create_unsubscribe_app", "lookup_token", "TEXTS", "KIND_TEXTS"]
 
 ONE_CLICK = "List-Unsubscribe=One-Click"
 
@@ -52,6 +63,10 @@ TEXTS: dict[str, dict[str, str]] = {
         "done": "Done: {email} will receive no more emails from {shop}.",
         "invalid": "This unsubscribe link is not valid: it was altered, or it is for an address we no "
         "longer hold. Please use the link from the email you received.",
+        "only": "Or stop just one kind of email and keep getting the rest:",
+        "only_button": "Stop only these emails",
+        "already": "(already stopped)",
+        "kind_done": "Done: {email} will no longer get “{kind}” from {shop}. Everything else arrives as before.",
     },
     "de": {
         "title": "Abmelden",
@@ -60,6 +75,11 @@ TEXTS: dict[str, dict[str, str]] = {
         "done": "Erledigt: {email} erhält keine E-Mails mehr von {shop}.",
         "invalid": "Dieser Abmeldelink ist ungültig: Er wurde verändert oder gehört zu einer Adresse, die "
         "wir nicht mehr führen. Bitte nutzen Sie den Link aus der erhaltenen E-Mail.",
+        "only": "Oder bestellen Sie nur eine Art von E-Mails ab – alle anderen bekommen Sie weiterhin:",
+        "only_button": "Nur diese E-Mails abbestellen",
+        "already": "(bereits abbestellt)",
+        "kind_done": "Erledigt: „{kind}“ schicken wir nicht mehr an {email}. Alle anderen E-Mails von {shop} "
+        "erhalten Sie weiterhin.",
     },
     "nb": {
         "title": "Meld deg av",
@@ -68,6 +88,10 @@ TEXTS: dict[str, dict[str, str]] = {
         "done": "Ferdig: {email} får ikke flere e-poster fra {shop}.",
         "invalid": "Denne avmeldingslenken er ugyldig: den er endret, eller den gjelder en adresse vi ikke "
         "lenger har. Bruk lenken fra e-posten du fikk.",
+        "only": "Eller stopp bare én type e-post og få resten som før:",
+        "only_button": "Stopp bare disse e-postene",
+        "already": "(allerede stoppet)",
+        "kind_done": "Ferdig: {email} får ikke lenger «{kind}» fra {shop}. Alt annet kommer som før.",
     },
     "et": {
         "title": "Loobu kirjadest",
@@ -76,6 +100,43 @@ TEXTS: dict[str, dict[str, str]] = {
         "done": "Valmis: aadressile {email} ei saadeta enam kirju poelt {shop}.",
         "invalid": "See loobumislink ei kehti: seda on muudetud või see kuulub aadressile, mida meil enam "
         "ei ole. Palun kasutage saadud kirjas olevat linki.",
+        "only": "Või loobuge ainult ühest kirjaliigist – kõik teised kirjad tulevad edasi:",
+        "only_button": "Loobun ainult neist kirjadest",
+        "already": "(juba loobutud)",
+        "kind_done": "Valmis: {shop} ei saada aadressile {email} enam kirju „{kind}“. Kõik muud kirjad tulevad "
+        "endiselt.",
+    },
+}
+
+#: The kinds of message (``retention.unsubscribe.MESSAGE_KINDS``) as the page names them.
+KIND_TEXTS: dict[str, dict[str, str]] = {
+    "en": {
+        "suggestions": "Product suggestions",
+        "greetings": "Birthday and anniversary greetings",
+        "feedback": "Requests to review your order",
+        "win_back": "“We miss you” emails",
+        "thank_you": "Thank-you emails after an order",
+    },
+    "de": {
+        "suggestions": "Produktempfehlungen",
+        "greetings": "Glückwünsche zum Geburtstag und zum Kundenjubiläum",
+        "feedback": "Bitten um eine Bewertung Ihrer Bestellung",
+        "win_back": "Erinnerungen, wenn Sie länger nicht bestellt haben",
+        "thank_you": "Dankeschön-Mails nach einer Bestellung",
+    },
+    "nb": {
+        "suggestions": "Produktforslag",
+        "greetings": "Bursdags- og jubileumshilsener",
+        "feedback": "Forespørsler om å vurdere bestillingen din",
+        "win_back": "Påminnelser når du ikke har handlet på en stund",
+        "thank_you": "Takkemeldinger etter en bestilling",
+    },
+    "et": {
+        "suggestions": "Tootesoovitused",
+        "greetings": "Sünnipäeva- ja aastapäevatervitused",
+        "feedback": "Palved tellimust hinnata",
+        "win_back": "Meeldetuletused, kui te pole mõnda aega ostnud",
+        "thank_you": "Tänukirjad pärast tellimust",
     },
 }
 
@@ -169,6 +230,12 @@ def _is_suppressed(engine: Engine, email: str) -> bool:
         )
 
 
+def _stopped_kinds(engine: Engine, email: str) -> set[str]:
+    p = schema.unsubscribe_preferences
+    with engine.connect() as conn:
+        return set(conn.execute(select(p.c.kind).where(p.c.email_hash == email_hash(email))).scalars())
+
+
 def _page(language: str, title: str, body: str, status: int = 200) -> HTMLResponse:
     doc = f"""<!doctype html>
 <html lang="{language}"><head><meta charset="utf-8">
@@ -181,6 +248,9 @@ def _page(language: str, title: str, body: str, status: int = 200) -> HTMLRespon
         box-shadow: 0 1px 3px rgba(0,0,0,.15); }}
  button {{ font-size: 1rem; padding: .6rem 1.2rem; border: 0; border-radius: 4px; background: #1f5fa8;
           color: #fff; cursor: pointer; }}
+ button.secondary {{ background: #fff; color: #1f5fa8; border: 1px solid #1f5fa8; }}
+ #kinds {{ margin-top: 2rem; border-top: 1px solid #e1e4e8; padding-top: 1rem; }}
+ #kinds label {{ display: block; margin: .4rem 0; }} #kinds .muted {{ color: #6e7781; }}
 </style></head>
 <body><main><h1>{html.escape(title)}</h1>{body}</main></body></html>
 """
@@ -218,8 +288,55 @@ class Unsubscriber:
             f"<p>{self.fmt(words['question'], recipient.email)}</p>"
             f"<form method='post'><input type='hidden' name='List-Unsubscribe' value='One-Click'>"
             f"<button type='submit' id='confirm'>{self.fmt(words['button'])}</button></form>"
+            f"{self.kinds_form(recipient)}"
         )
         return _page(recipient.language, words["title"], body)
+
+    def kind_names(self, language: str) -> dict[str, str]:
+        return KIND_TEXTS.get(language) or KIND_TEXTS[self.settings.default_language]
+
+    def kinds_form(self, recipient: Recipient) -> str:
+        """The choice to stop one kind of message; kinds already stopped are shown, not offered."""
+        words, names = self.texts(recipient.language), self.kind_names(recipient.language)
+        stopped = _stopped_kinds(self.engine, recipient.email)
+        choices = []
+        for kind in MESSAGE_KINDS:
+            name = html.escape(names[kind])
+            if kind in stopped:
+                choices.append(
+                    f"<label class='muted'><input type='radio' disabled> {name} {self.fmt(words['already'])}</label>"
+                )
+            else:
+                choices.append(
+                    f"<label><input type='radio' name='kind' value='{kind}' id='kind-{kind}' required> {name}</label>"
+                )
+        button = ""
+        if len(stopped) < len(MESSAGE_KINDS):
+            button = f"<button type='submit' id='stop-kind' class='secondary'>{self.fmt(words['only_button'])}</button>"
+        return f"<form method='post' id='kinds'><p>{self.fmt(words['only'])}</p>{''.join(choices)}{button}</form>"
+
+    def stop_kind(self, token: str, kind: str) -> HTMLResponse:
+        """Stop one kind of message for the token's address (idempotent); the others go on."""
+        key = self.secret()
+        recipient = self.recipient(token, key)
+        if recipient is None:
+            return self.invalid()
+        if kind not in MESSAGE_KINDS:
+            return PlainTextResponse(
+                f"unknown kind of message {kind[:40]!r}; one of: {', '.join(MESSAGE_KINDS)}",
+                status_code=400,
+                headers=SECURITY_HEADERS,
+            )
+        if kind not in _stopped_kinds(self.engine, recipient.email):
+            today = dt.datetime.now(self.settings.zone).date()  # an audit date, as for unsubscribe()
+            with self.engine.begin() as conn:
+                record_preference(conn, token, recipient.email, key, kind, today)
+        words = self.texts(recipient.language)
+        name = self.kind_names(recipient.language)[kind]
+        done = html.escape(
+            words["kind_done"].format(shop=self.settings.shop_name, email=recipient.email, kind=name)
+        )
+        return _page(recipient.language, words["title"], f"<p id='done'>{done}</p>")
 
     def unsubscribe(self, token: str) -> HTMLResponse:
         key = self.secret()
@@ -268,11 +385,16 @@ def create_unsubscribe_app(
     @app.post("/unsubscribe", response_class=HTMLResponse)
     async def one_click(request: Request, token: str = "") -> HTMLResponse:
         form = await request.form()
+        token = token or str(form.get("token") or "")
+        if "List-Unsubscribe" not in form and "kind" in form:  # the page's "only this kind" choice
+            return await run_in_threadpool(service.stop_kind, token, str(form.get("kind")))
         if form.get("List-Unsubscribe") != "One-Click":
             return PlainTextResponse(
-                f"a one-click unsubscribe POST needs the body {ONE_CLICK} (RFC 8058)", status_code=400
+                f"a one-click unsubscribe POST needs the body {ONE_CLICK} (RFC 8058), "
+                "or kind=<kind> to stop one kind of message",
+                status_code=400,
             )
-        return await run_in_threadpool(service.unsubscribe, token or str(form.get("token") or ""))
+        return await run_in_threadpool(service.unsubscribe, token)
 
     @app.get("/healthz", response_class=PlainTextResponse)
     def health() -> str:
