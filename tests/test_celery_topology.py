@@ -108,15 +108,19 @@ def _save_thank_you(warehouse_url: str) -> int:
     return version.version_id
 
 
-def _rendered_from(warehouse_url: str, night: dt.date) -> set[tuple[str, int]]:
+def _rendered_from(warehouse_url: str, night: dt.date) -> dict[str, set[tuple[str, int | None]]]:
+    """Per variant: (the subject's first words, the saved template version) of the night's messages."""
     engine = create_engine(warehouse_url)
     box = schema.outbox
     with engine.connect() as conn:
         rows = conn.execute(
-            select(box.c.subject, box.c.template_version_id).where(box.c.night == night)
+            select(box.c.subject, box.c.template_version_id, box.c.variant).where(box.c.night == night)
         ).all()
     engine.dispose()
-    return {(subject.split("!")[0], version) for subject, version in rows}
+    out: dict[str, set[tuple[str, int | None]]] = {"a": set(), "b": set()}
+    for subject, version, variant in rows:
+        out["b" if variant == "b" else "a"].add((subject.split("!")[0], version))
+    return out
 
 
 @pytest.fixture
@@ -175,7 +179,10 @@ def test_celery_topology_survives_a_worker_killed_mid_batch(tmp_path: Path, data
         airflow.wait_for_run("retention_nightly", "night-1")
         outbox = _outbox(warehouse_url, first)
         assert len(outbox) == PER_NIGHT and set(outbox.values()) == {"queued"}
-        assert _rendered_from(warehouse_url, first) == {("Thanks a million", version)}
+        # thank_you/en has a variant b (templates/thank_you/en.b.jinja): the saved version is a's.
+        rendered = _rendered_from(warehouse_url, first)
+        assert rendered["a"] == {("Thanks a million", version)}, rendered
+        assert {v for _, v in rendered["b"]} <= {None}, rendered
 
         # With a window opening at midnight, night D prepares the local date D+1 for every zone
         # (README, "The night"): its messages are due from D+1 00:00 local.

@@ -148,6 +148,8 @@ class ServerProcess:
         # Workers may outlive the leader by a moment: the group gets SIGKILL once it is gone.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
+        # Once only: a later killpg of this (reaped, reusable) pid could hit another process.
+        self.proc = None
 
     def __enter__(self) -> ServerProcess:
         return self.start()
