@@ -84,6 +84,11 @@ class Topology:
         self.killed.add(name)
         root = psutil.Process(self.processes[name].pid)
         victims = [root, *root.children(recursive=True)]
+        known = {victim.pid for victim in victims}
+        for candidate in psutil.process_iter():  # its session too: children that left the tree
+            with suppress(psutil.Error, ProcessLookupError, PermissionError):
+                if candidate.pid not in known and os.getsid(candidate.pid) == root.pid:
+                    victims.append(candidate)
         for proc in victims:
             with suppress(psutil.NoSuchProcess):
                 proc.send_signal(signal.SIGKILL)
@@ -111,18 +116,20 @@ class Topology:
         return next((name for name, proc in self.processes.items() if proc.pid in pids), None)
 
     def stop(self) -> None:
-        """SIGTERM every process still running and its descendants, then SIGKILL what is left.
+        """SIGTERM every process still running, with its whole session, then SIGKILL what is left.
 
-        Only processes known to be ours are signalled: psutil handles check a process's start
-        time, so a pid that was reaped long ago (a worker killed by kill_tree) and reused by
-        another test's server is never hit, as a bare ``os.killpg(old pid)`` could.
+        Each process was started in a session of its own, so while its leader runs, every
+        process of that session is ours, also those that left the tree (a task runner whose
+        parent exited). Processes are signalled through psutil handles, which check a process's
+        start time: a pid reaped long ago (a worker killed by kill_tree) and reused by another
+        test's server is never hit, as a bare ``os.killpg(old pid)`` could.
         """
+        sessions = {proc.pid for proc in self.processes.values() if proc.poll() is None}
         victims: list[psutil.Process] = []
-        for proc in self.processes.values():
-            if proc.poll() is None:
-                with suppress(psutil.NoSuchProcess):
-                    root = psutil.Process(proc.pid)
-                    victims += [root, *root.children(recursive=True)]
+        for candidate in psutil.process_iter():
+            with suppress(psutil.Error, ProcessLookupError, PermissionError):
+                if os.getsid(candidate.pid) in sessions:
+                    victims.append(candidate)
         for victim in victims:
             with suppress(psutil.NoSuchProcess):
                 victim.terminate()
