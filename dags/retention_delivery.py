@@ -7,6 +7,7 @@ Airflow connection `smtp_default`, each at most once, and record every fate as i
 
 ```
 sweep ──► plan ──► send_batches (mapped: one task per lane, the lanes in parallel) ──► summarise
+mail_followups (beside them)
 ```
 
 * **sweep** settles messages whose sender died (expired lease, or a sender process of this
@@ -25,6 +26,9 @@ sweep ──► plan ──► send_batches (mapped: one task per lane, the lane
   takes about `delivery_run_cap / delivery_rate_per_second` seconds when that much is due.
 * **summarise** totals the run and the outbox by status, and warns about `unknown` messages:
   a person decides about those (see `docs/delivery.md`).
+* **mail_followups** mails each new follow-up of a low feedback rating (`feedback_followups`,
+  `retention.feedback.mail_followups`) to `RETENTION_SERVICE_ADDRESS`, at most once each; on
+  its own, so that a failing service mail never holds up the customers' messages.
 * **Time:** "now" is the run's logical date (or `run_after` for a manual run), never the
   worker's clock, so a re-run of a slot sends only what was due in that slot. Leases and
   `sent_at` are real time.
@@ -61,14 +65,15 @@ def _until(context) -> dt.datetime:
 
 def _occasions(context) -> list[str]:
     """The ``occasions`` param, checked: an unknown name fails at once (a typo would send nothing)."""
-    from retention.settings import OCCASIONS
+    from retention.registry import names
     from retention_airflow import fail_without_retry
 
     wanted = list(context["params"].get("occasions") or [])
-    unknown = sorted(set(wanted) - set(OCCASIONS))
+    known = names()
+    unknown = sorted(set(wanted) - set(known))
     with fail_without_retry(ValueError):
         if unknown:
-            raise ValueError(f"unknown occasion(s) {', '.join(unknown)}; known: {', '.join(OCCASIONS)}")
+            raise ValueError(f"unknown occasion(s) {', '.join(unknown)}; known: {', '.join(known)}")
     return wanted
 
 
@@ -83,6 +88,22 @@ def _run(settings, signing: bool = False):
     from retention_airflow import unsubscribe_secret
 
     return DeliveryRun.from_settings(settings, unsubscribe_secret() if signing else b"")
+
+
+@task(retries=3)
+def mail_followups(**context) -> dict:
+    """Low feedback ratings to the service address (``RETENTION_SERVICE_ADDRESS``): a task of
+    its own, so that a failing service mail never holds up the customers' messages."""
+    from retention.db import engine_for
+    from retention.feedback import mail_followups as send_followups
+    from retention.settings import Settings
+    from retention_airflow import smtp_config
+
+    settings = Settings()
+    if _dry_run(context, settings):
+        return {}
+    counts = send_followups(engine_for(settings.warehouse), settings, smtp_config(settings))
+    return log_summary(context, counts)
 
 
 @dag(
@@ -206,6 +227,7 @@ def retention_delivery():
     lanes = plan()
     swept >> lanes  # settle the dead senders' messages before deciding what is due
     summarise(swept, send_batches.expand(lane=lanes))
+    mail_followups()
 
 
 retention_delivery()

@@ -52,6 +52,7 @@ def retention_templates():
         from retention.lint import lint as lint_templates
         from retention.lint import template_files, verdict
         from retention.pipeline import warehouse_engine
+        from retention.registry import occasions
         from retention.render import RenderLimits
         from retention.settings import Settings
         from retention.template_store import effective_templates
@@ -66,8 +67,9 @@ def retention_templates():
                 settings.shop_name,
                 settings.shop_url,
                 RenderLimits.from_settings(settings),
+                occasions=occasions(settings),
             )
-            pairs = template_files(root)
+            pairs = template_files(root, occasions(settings))
             summary = {
                 "templates_dir": str(shipped.templates_path),
                 "saved_versions": {f"{o}/{lang}": v for (o, lang), v in sorted(saved.items())},

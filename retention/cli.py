@@ -242,6 +242,24 @@ def cmd_forget(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_feedback(args: argparse.Namespace) -> int:
+    from retention.feedback import mail_followups
+    from retention.mailer import SmtpConfig
+    from retention.pipeline import stage_migrate, warehouse_engine
+
+    settings = _settings(args)
+    stage_migrate(settings)  # the feedback tables come with a migration
+    smtp = SmtpConfig.from_environment(settings.smtp_url, settings.smtp_conn_id, settings.smtp_timeout)
+    counts = mail_followups(warehouse_engine(settings.warehouse), settings, smtp)
+    if not settings.service_address and counts["pending"]:
+        print(
+            f"retention feedback: {counts['pending']} follow-up(s) not mailed: RETENTION_SERVICE_ADDRESS is not set",
+            file=sys.stderr,
+        )
+    print(json.dumps(counts, sort_keys=True))
+    return 1 if counts["refused"] else 0
+
+
 def cmd_smtp_sink(args: argparse.Namespace) -> int:
     _require_extra("aiosmtpd", "sink", "smtp-sink")
     from retention import smtp_sink
@@ -260,11 +278,21 @@ def cmd_smtp_sink(args: argparse.Namespace) -> int:
 
 
 def cmd_templates(args: argparse.Namespace) -> int:
-    from retention.lint import lint, preview, template_files
-    from retention.render import Renderer, RenderLimits
+    from retention.template_store import effective_templates
 
     settings = _settings(args)
-    folder = Path(args.dir) if args.dir else settings.templates_path
+    if args.dir:
+        return _templates(args, settings, Path(args.dir))
+    # the shipped folder, with the templates of occasions added by RETENTION_OCCASION_DIRS
+    with effective_templates(None, settings) as (effective, _):
+        return _templates(args, settings, effective.templates_path)
+
+
+def _templates(args: argparse.Namespace, settings, folder: Path) -> int:
+    from retention.lint import lint, preview, template_files
+    from retention.registry import occasions
+    from retention.render import Renderer, RenderLimits
+
     if args.action == "lint":
         problems = lint(
             folder,
@@ -272,6 +300,7 @@ def cmd_templates(args: argparse.Namespace) -> int:
             settings.shop_name,
             settings.shop_url,
             limits=RenderLimits.from_settings(settings),
+            occasions=occasions(settings),
         )
         for problem in problems:
             print(problem)
@@ -281,7 +310,7 @@ def cmd_templates(args: argparse.Namespace) -> int:
             print(f"{errors} errors, {warnings} warnings in {folder}", file=sys.stderr)
             return 1
         suffix = f" ({warnings} warnings)" if warnings else ""
-        print(f"{len(template_files(folder))} templates OK{suffix}")
+        print(f"{len(template_files(folder, occasions(settings)))} templates OK{suffix}")
         return 0
     language, context = args.language or settings.default_language, None
     if args.customer is not None:
@@ -473,6 +502,13 @@ def _parser() -> argparse.ArgumentParser:
         "person", metavar="CUSTOMER_ID_OR_EMAIL", help="the customer's id in the shop, or their address"
     )
     p.add_argument("--json", action="store_true", help="machine-readable output: rows removed per table")
+
+    p = command("feedback", cmd_feedback, "answers to the feedback message: mail low-rating follow-ups")
+    p.add_argument(
+        "action",
+        choices=["mail-followups"],
+        help="mail-followups: mail every open follow-up not mailed yet to RETENTION_SERVICE_ADDRESS",
+    )
 
     p = command("smtp-sink", cmd_smtp_sink, "a local SMTP server that saves every message as an .eml file")
     p.add_argument(

@@ -2,7 +2,8 @@
 
 The variables per occasion are the contract written in ``templates/README.md``: every
 value is formatted for the customer's locale here (Babel), so that templates only
-place words. :func:`gather` fetches everything a night's pending messages need in a
+place words. The variables every message has are built here; each occasion's own come
+from its declaration (``Occasion.context``, :mod:`retention.registry`). :func:`gather` fetches everything a night's pending messages need in a
 few set-based queries; :func:`context_for` then assembles one message's context.
 """
 
@@ -13,8 +14,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, func, select
 
-from retention import schema
-from retention.night import local_date
+from retention import registry, schema
 from retention.render import Formatter, salutation
 from retention.settings import Settings
 
@@ -31,6 +31,9 @@ class Lookups:
     products: dict[int, dict] = field(default_factory=dict)
     rules: dict[tuple[str, int, int], float] = field(default_factory=dict)
     last_orders: dict[int, dt.datetime] = field(default_factory=dict)
+    #: What links in a message are built with (the feedback message's signed rating links).
+    settings: Settings | None = field(default=None, repr=False)
+    secret: bytes | None = field(default=None, repr=False)
 
 
 def _ids(items: list[dict], keys: tuple[str, ...]) -> list[int]:
@@ -42,9 +45,15 @@ def _chunks(ids: list[int], size: int = 5000):
         yield ids[start : start + size]
 
 
-def gather(conn: Connection, items: list[dict]) -> Lookups:
-    """Fetch every order, product, rule and last-order date the pending messages refer to."""
-    lookups = Lookups()
+def gather(
+    conn: Connection, items: list[dict], settings: Settings | None = None, secret: bytes | None = None
+) -> Lookups:
+    """Fetch every order, product, rule and last-order date the pending messages refer to.
+
+    Orders and products by the ids in the items' details (``order_id``, ``product_id``...);
+    last orders for the occasions that declare they need them (``Occasion.needs``).
+    """
+    lookups = Lookups(settings=settings, secret=secret)
     orders, lines, products = schema.stg_orders, schema.stg_order_items, schema.stg_products
     for chunk in _chunks(_ids(items, ("order_id",))):
         query = (
@@ -85,16 +94,12 @@ def gather(conn: Connection, items: list[dict]) -> Lookups:
                 row.confidence
             )
     facts = schema.customer_facts
-    win_back = [item for item in items if item["occasion"] == "win_back"]
-    for chunk in _chunks(_ids(win_back, ("customer_id",))):
+    known = registry.occasions(settings)
+    wanting = [item for item in items if item["occasion"] in known and "last_orders" in known[item["occasion"]].needs]
+    for chunk in _chunks(_ids(wanting, ("customer_id",))):
         query = select(facts.c.customer_id, facts.c.last_order_at).where(facts.c.customer_id.in_(chunk))
         lookups.last_orders.update(dict(conn.execute(query).all()))
     return lookups
-
-
-def _months_between(earlier: dt.date, later: dt.date) -> int:
-    months = (later.year - earlier.year) * 12 + later.month - earlier.month
-    return months - 1 if later.day < earlier.day else months
 
 
 def context_for(item: dict, lookups: Lookups, settings: Settings, unsubscribe_url: str) -> dict:
@@ -118,65 +123,5 @@ def context_for(item: dict, lookups: Lookups, settings: Settings, unsubscribe_ur
         "occasion": item["occasion"],
         "occasion_date": fmt.day(occasion_date),
     }
-    context.update(_occasion_fields(item, lookups, fmt, occasion_date))
+    context.update(registry.occasion(item["occasion"], settings).context(item, lookups, fmt, occasion_date))
     return context
-
-
-def _occasion_fields(item: dict, lookups: Lookups, fmt: Formatter, occasion_date: dt.date) -> dict:
-    occasion = item["occasion"]
-    order = lookups.orders.get(item.get("order_id"))
-    if occasion == "thank_you":
-        return {"order": {**fmt.order(order), "first": bool(int(item.get("first_order", 1)))}}
-    if occasion == "anniversary":
-        return {
-            "years": int(item["years"]),
-            "first_order": {"date": fmt.day(dt.date.fromisoformat(item["first_order_date"]))},
-        }
-    if occasion == "win_back":
-        last = local_date(lookups.last_orders[item["customer_id"]], fmt.zone)
-        return {"last_order": {"date": fmt.day(last)}, "months": max(_months_between(last, occasion_date), 1)}
-    if occasion in ("next_purchase", "accessory"):
-        return _suggestion_fields(item, lookups, fmt)
-    if occasion == "new_stock":
-        ids = [item.get(k) for k in ("product_1", "product_2", "product_3")]
-        return {
-            "category": item["category"],
-            "products": [
-                fmt.product(lookups.products[int(i)])
-                for i in ids
-                if i is not None and int(i) in lookups.products
-            ],
-        }
-    if occasion == "feedback":
-        return {
-            "order": {"id": order["order_id"], "date": fmt.day(local_date(order["ordered_at"], fmt.zone))},
-            "feedback_url": f"{fmt.shop_url}/feedback?order={order['order_id']}",
-        }
-    return {}
-
-
-def _suggestion_fields(item: dict, lookups: Lookups, fmt: Formatter) -> dict:
-    """``product``, ``because`` and the figures a suggestion is explained with (issue #12).
-
-    The occasion row names the rule behind the suggestion (``rule_kind``, ``share``,
-    ``made_for``, see ``sql/occasions/occ_next_purchase.sql``); rows recorded before it did
-    (or whose rule no longer holds: ``share`` is None) fall back to tonight's product-level
-    rule, and to 0 (no number quoted) without one.
-    """
-    occasion = item["occasion"]
-    product = lookups.products[int(item["product_id"])]
-    because = lookups.products[int(item["because_product_id"])]
-    if item.get("share") is not None:
-        share = int(item["share"])
-    else:
-        share = round(lookups.rules.get((occasion, because["product_id"], product["product_id"]), 0.0) * 100)
-    fields = {"product": fmt.product(product), "because": {"name": because["name"]}, "share": share}
-    if occasion == "next_purchase":
-        # the share counts customers who bought in because's category and then in product's
-        fields["similar"] = item.get("rule_kind") == "next_category"
-    else:
-        made_for = item.get("made_for")
-        if made_for is None:
-            made_for = product.get("accessory_for") == because["product_id"]
-        fields["made_for"] = bool(int(made_for))
-    return fields

@@ -5,7 +5,7 @@ ids that share an address, the addresses an id had: in staging, in the outbox, i
 quarantine's raw rows) and, in one transaction, deletes every row that holds one of them:
 
 * by customer id: :data:`BY_CUSTOMER_ID` (staging customers and orders, the marts, snapshots,
-  recommendations, occasions, the outbox, changed customers);
+  recommendations, occasions, the outbox, changed customers, feedback answers and follow-ups);
 * through another key: ``stg_order_items`` (the person's orders), ``delivery_attempts`` (the
   person's outbox messages), ``quarantine`` (raw rows naming the person's id, address or
   orders).
@@ -59,6 +59,9 @@ BY_CUSTOMER_ID: tuple[Table, ...] = (
     schema.recommendations,
     schema.occasions,
     schema.outbox,
+    # Answers from the public app (retention.feedback): what the person said about their orders.
+    schema.feedback,
+    schema.feedback_followups,
 )
 #: Tables that hold a person through another key (see the module docs).
 THROUGH_OTHER_KEYS: tuple[Table, ...] = (schema.stg_order_items, schema.delivery_attempts, schema.quarantine)

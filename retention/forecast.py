@@ -15,7 +15,7 @@ night leaves them (those customers recomputed by ``sql/marts/customer_facts.sql`
 night's trailing year). The occasion SQL itself runs once per occasion, with the night's
 own parameters.
 
-What a forecast cannot know (the notes in :data:`NOTES` say it per occasion):
+What a forecast cannot know (each occasion's declaration says it: ``Occasion.forecast_note``):
 
 * rows that reach the shop database before the night runs: today's orders (so tomorrow's
   thank-yous), today's new products (new_stock), sign-ups, profile, consent and address
@@ -45,13 +45,12 @@ from sqlalchemy import Connection, Engine, func, select, text
 from retention import schema
 from retention.night import Night, night_for_date
 from retention.occasions import decide
-from retention.settings import OCCASIONS, Settings
+from retention.registry import occasions
+from retention.settings import Settings
 from retention.sqlmodels import _bind, render
 
 __all__ = [
     "COMMON_NOTE",
-    "EXACT",
-    "NOTES",
     "Forecast",
     "ForecastRow",
     "forecast",
@@ -61,24 +60,6 @@ __all__ = [
     "projected_snapshot",
 ]
 
-#: Occasions the forecast knows exactly for the customers already in the warehouse.
-EXACT = frozenset({"birthday", "anniversary", "feedback", "win_back", "next_purchase", "accessory"})
-
-#: Per occasion: how far the forecast can be trusted, and why (shown by the CLI and the page).
-NOTES: dict[str, str] = {
-    "thank_you": "follows the orders that arrive today, which are not in the warehouse yet "
-    "(expect about as many as on a usual night)",
-    "birthday": "exact for the customers known now (today's sign-ups and profile changes are not in yet)",
-    "anniversary": "exact for the customers known now",
-    "next_purchase": "exact but for customers who order today, and suggestions the night recomputes "
-    "(changed customers; everyone on the weekly full rebuild)",
-    "accessory": "exact but for customers who order today, and suggestions the night recomputes "
-    "(changed customers; everyone on the weekly full rebuild)",
-    "feedback": "exact for orders already in (one arriving late today is not)",
-    "new_stock": "follows products created today, which are not in the warehouse yet",
-    "win_back": "exact but for customers who order today: recency and lifecycle phase are projected "
-    "to the night",
-}
 COMMON_NOTE = (
     "Consent, suppression and caps as of now: unsubscribes and consent changes arriving before "
     "the night are not in yet."
@@ -112,11 +93,14 @@ class Forecast:
     projected_snapshot: bool  # True: the night had no snapshot yet; its facts and segments were projected
     rows: list[ForecastRow]
     seconds: float
-    notes: dict[str, str] = field(default_factory=lambda: dict(NOTES))
+    #: Per occasion, in priority order: how far the forecast can be trusted, and why
+    #: (``Occasion.forecast_note``), and the occasions it knows exactly.
+    notes: dict[str, str] = field(default_factory=dict)
+    exact: frozenset[str] = frozenset()
 
     def counts(self) -> list[tuple[str, str, str, int]]:
         """(occasion, language, status, count), in the priority order of the rows' occasions."""
-        order = {occasion: i for i, occasion in enumerate(OCCASIONS)}
+        order = {occasion: i for i, occasion in enumerate(self.notes)}
         tally = Counter((r.occasion, r.language, r.status) for r in self.rows)
         return sorted(
             ((*key, n) for key, n in tally.items()), key=lambda c: (order.get(c[0], 99), c[1], c[2])
@@ -138,7 +122,7 @@ class Forecast:
             "counts": [
                 {"occasion": o, "language": lang, "status": s, "count": n} for o, lang, s, n in self.counts()
             ],
-            "notes": {o: {"exact": o in EXACT, "note": self.notes[o]} for o in OCCASIONS},
+            "notes": {o: {"exact": o in self.exact, "note": note} for o, note in self.notes.items()},
             "note": COMMON_NOTE,
             "rows_total": len(self.rows),
             "rows": [{**asdict(r), "occasion_date": r.occasion_date.isoformat()} for r in rows],
@@ -331,12 +315,15 @@ def forecast(engine: Engine, night: Night | None, settings: Settings) -> Forecas
         )
         for r in rows
     ]
+    known = occasions(settings)
     return Forecast(
         night=night.date,
         based_on=based_on,
         projected_snapshot=projected,
         rows=found,
         seconds=time.perf_counter() - started,
+        notes={name: declared.forecast_note for name, declared in known.items()},
+        exact=frozenset(name for name, declared in known.items() if declared.forecast_exact),
     )
 
 
@@ -353,7 +340,9 @@ def format_forecast(result: Forecast, limit: int = 20) -> str:
     ]
     lines += [f"{o:14} {lang:8} {s:9} {n:>6}" for o, lang, s, n in result.counts()]
     lines += ["", "how exact:"]
-    lines += [f"  {o:14} {'exact' if o in EXACT else 'estimate':9} {result.notes[o]}" for o in OCCASIONS]
+    lines += [
+        f"  {o:14} {'exact' if o in result.exact else 'estimate':9} {note}" for o, note in result.notes.items()
+    ]
     lines += [f"  {COMMON_NOTE}"]
     if limit and result.rows:
         lines += ["", f"first {min(limit, len(result.rows))} of {len(result.rows)} candidates:"]

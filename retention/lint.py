@@ -28,12 +28,15 @@ from __future__ import annotations
 
 import html as html_lib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 from jinja2 import meta, nodes
 
+from retention import registry
+from retention.registry import Occasion
 from retention.render import (
     LAYOUT,
     PARTS,
@@ -48,7 +51,7 @@ from retention.render import (
     _worker_renderer,
     template_language,
 )
-from retention.samples import OCCASIONS, sample_context, sample_contexts
+from retention.samples import sample_context, sample_contexts
 from retention.settings import LANGUAGES
 
 __all__ = ["MAX_LOOP_ITERATIONS", "MAX_SUBJECT", "Problem", "lint", "preview", "template_files", "verdict"]
@@ -93,13 +96,16 @@ def _is_variant(stem: str) -> bool:
     return language in LANGUAGES and variant in VARIANTS[1:]
 
 
-def template_files(templates_dir: Path) -> list[tuple[str, str]]:
-    """(occasion, language) of every ``<occasion>/<language>.jinja`` file of a known occasion;
-    a variant ``<language>.b.jinja`` is listed with the language ``<language>.b``."""
+def template_files(
+    templates_dir: Path, occasions: Mapping[str, Occasion] | None = None
+) -> list[tuple[str, str]]:
+    """(occasion, language) of every ``<occasion>/<language>.jinja`` file of a known occasion
+    (``occasions``: the registry of the environment by default); a variant
+    ``<language>.b.jinja`` is listed with the language ``<language>.b``."""
     root = Path(templates_dir)
     return [
         (occasion, path.stem)
-        for occasion in OCCASIONS
+        for occasion in (registry.occasions() if occasions is None else occasions)
         if (root / occasion).is_dir()
         for path in sorted((root / occasion).glob("*.jinja"))
         if path.stem in LANGUAGES or _is_variant(path.stem)
@@ -112,26 +118,32 @@ def lint(
     shop_name: str = "Nordlicht Shop",
     shop_url: str = "https://shop.example.com",
     limits: RenderLimits | None = None,
+    occasions: Mapping[str, Occasion] | None = None,
 ) -> list[Problem]:
     """Every problem of every template, errors and warnings, each reported once.
 
     Each template's samples render in the render worker under ``limits`` (the night's
     bounds), one template per task: a template that hangs, recurses or blows its memory
-    is reported and the next one is still checked.
+    is reported and the next one is still checked. ``occasions``: the occasions whose
+    folders ``templates_dir`` holds (:func:`retention.registry.occasions`; default: the
+    environment's).
     """
     root = Path(templates_dir)
     limits = limits or RenderLimits()
+    occasions = registry.occasions() if occasions is None else occasions
     if not root.is_dir():
         return [Problem(str(root), None, "no such templates folder")]
-    problems = _check_folders(root, default_language) + _check_sizes(root, limits)
+    problems = _check_folders(root, default_language, occasions) + _check_sizes(root, limits)
     try:
         renderer = Renderer(root, default_language, limits)
     except TemplateProblem as problem:
         return [*problems, _from_template_problem(root, problem)]
-    problems += _check_categories(root, renderer) + _check_cycles(root, renderer)
+    problems += _check_categories(root, renderer) + _check_cycles(root, renderer, occasions)
     with RenderPool(root, default_language, limits) as pool:
-        for occasion, language in template_files(root):
-            problems += _lint_template(renderer, pool, occasion, language, shop_name, shop_url)
+        for occasion, language in template_files(root, occasions):
+            spoken = template_language(f"{occasion}/{language}.jinja")
+            contexts = sample_contexts(occasion, spoken, shop_name, shop_url, occasions=occasions)
+            problems += _lint_template(renderer, pool, occasion, language, contexts)
     return list(dict.fromkeys(problems))
 
 
@@ -195,20 +207,20 @@ def preview(
 # --------------------------------------------------------------------------- the folder
 
 
-def _check_folders(root: Path, default_language: str) -> list[Problem]:
+def _check_folders(root: Path, default_language: str, occasions: Mapping[str, Occasion]) -> list[Problem]:
     """Occasion folders: unknown ones, missing ones, missing and unknown languages."""
     problems = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))):
-        if folder.name not in OCCASIONS:
+        if folder.name not in occasions:
             problems.append(
                 Problem(
                     str(folder),
                     None,
                     f"unknown occasion folder {folder.name!r}: no message uses it "
-                    f"(occasions: {', '.join(OCCASIONS)})",
+                    f"(occasions: {', '.join(occasions)})",
                 )
             )
-    for occasion in OCCASIONS:
+    for occasion in occasions:
         problems += _check_languages(root, occasion, default_language)
     return problems
 
@@ -297,9 +309,9 @@ def _check_categories(root: Path, renderer: Renderer) -> list[Problem]:
 
 
 def _lint_template(
-    renderer: Renderer, pool: RenderPool, occasion: str, language: str, shop_name: str, shop_url: str
+    renderer: Renderer, pool: RenderPool, occasion: str, language: str, contexts: list[dict]
 ) -> list[Problem]:
-    """All problems of one template file."""
+    """All problems of one template file, rendered with its sample ``contexts``."""
     root = renderer.templates
     name = f"{occasion}/{language}.jinja"
     here = str(root / name)
@@ -313,11 +325,10 @@ def _lint_template(
         return [
             Problem(here, exc.lineno, f"syntax error: {exc.message}", occasion=occasion, language=language)
         ]
-    contexts = sample_contexts(occasion, template_language(name), shop_name, shop_url)
     allowed = _RENDERER_NAMES | renderer.full_context(template_language(name), contexts[0]).keys()
     problems = _check_structure(tree, here) + _check_names(tree, here, allowed)
     problems += _check_macros(tree, here) + _check_loops(tree, here)
-    args = (str(root), renderer.default_language, renderer.limits, occasion, language, shop_name, shop_url)
+    args = (str(root), renderer.default_language, renderer.limits, occasion, language, contexts)
     try:
         # draft, three blocks and the full render per sample context
         problems += pool.run(_render_checks, args, renders=len(contexts) * 5, name=name)
@@ -336,10 +347,9 @@ def _render_checks(
     limits: RenderLimits,
     occasion: str,
     language: str,
-    shop_name: str,
-    shop_url: str,
+    contexts: list[dict],
 ) -> list[Problem]:
-    """Worker side: render the samples of one template and check what comes out."""
+    """Worker side: render the sample ``contexts`` of one template and check what comes out."""
     root = Path(templates)
     renderer = _worker_renderer(templates, default_language, limits)
     name = f"{occasion}/{language}.jinja"
@@ -348,7 +358,7 @@ def _render_checks(
     source, filename, _ = env.loader.get_source(env, name)
     tree = env.parse(source, name, filename)
     problems: list[Problem] = []
-    for context in sample_contexts(occasion, template_language(name), shop_name, shop_url):
+    for context in contexts:
         try:
             draft = renderer.draft(name, context)
             problems += _check_draft(renderer, draft, context, tree, here)
@@ -394,7 +404,7 @@ def _references(tree: nodes.Template) -> list[tuple[str, int]]:
     return found
 
 
-def _check_cycles(root: Path, renderer: Renderer) -> list[Problem]:
+def _check_cycles(root: Path, renderer: Renderer, occasions: Mapping[str, Occasion]) -> list[Problem]:
     """A template that extends, includes or imports itself, directly or through others, never ends."""
     env = renderer.environment(False)
     graph: dict[str, list[tuple[str, int]]] = {}
@@ -413,7 +423,7 @@ def _check_cycles(root: Path, renderer: Renderer) -> list[Problem]:
             chain = " -> ".join(step for step, _ in cycle) + f" -> {name}"
             folder, _, stem = name.rpartition("/")
             stem = stem.removesuffix(".jinja")
-            known = folder in OCCASIONS and (stem in LANGUAGES or _is_variant(stem))
+            known = folder in occasions and (stem in LANGUAGES or _is_variant(stem))
             problems.append(
                 Problem(
                     str(root / name),

@@ -76,7 +76,7 @@ def _fill(
     limits = RenderLimits.from_settings(settings)
     with warehouse.begin() as conn:
         pending = _pending(conn, night)
-        lookups = gather(conn, pending)
+        lookups = gather(conn, pending, settings, secret)
         groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
         for item in pending:
             groups[(item["occasion"], item["language"])].append(item)
@@ -162,7 +162,7 @@ def _rerender(
     box = schema.outbox
     with warehouse.connect() as conn:
         queued = _queued(conn, occasion, language)
-        lookups = gather(conn, queued)
+        lookups = gather(conn, queued, settings, secret)
     # A message rendered from variant b stays variant b (while the b file exists).
     groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     for item in queued:
@@ -270,11 +270,17 @@ def _lint_verdict(
     customers fail is blocked even if tonight's customers happen to render. A language without
     its own template is judged by the file it falls back to."""
     from retention.lint import lint, verdict
+    from retention.registry import occasions
 
     if not pairs or isinstance(renderer, TemplateProblem):
         return {}  # nothing to render, or nothing can render (fill reports that itself)
     problems = lint(
-        settings.templates_path, settings.default_language, settings.shop_name, settings.shop_url, limits
+        settings.templates_path,
+        settings.default_language,
+        settings.shop_name,
+        settings.shop_url,
+        limits,
+        occasions=occasions(settings),
     )
     files = {}
     for occasion, language in pairs:

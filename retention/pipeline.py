@@ -15,7 +15,7 @@ from functools import cache
 
 from sqlalchemy import Engine, func, select
 
-from retention import schema
+from retention import registry, schema
 from retention.db import engine_for, insert_ignore
 from retention.delivery import DeliveryRun
 from retention.extract import extract
@@ -313,6 +313,9 @@ def stage_occasions(settings: Settings, night: Night, run_id: str) -> dict:
         if _reproduce_if_superseded(warehouse_engine(settings.warehouse), night, "occasions", counts):
             return counts
         counts.update(detect(warehouse_engine(settings.warehouse), night, settings))
+        left_out = registry.problems(settings)
+        if left_out:  # a declaration that cannot be used leaves out its own occasion, not the night
+            counts["declaration_problems"] = left_out
     return counts
 
 

@@ -266,6 +266,7 @@ class Renderer:
         self.templates = Path(templates)
         self.default_language = default_language
         self.limits = limits or RenderLimits()
+        self._pinned: tuple[str, dict] | None = None  # render_many's template, looked up once
         folder = str(self.templates.resolve())
         self._environments = {
             False: _environment(folder, False, self.limits),
@@ -302,7 +303,24 @@ class Renderer:
         """The message of an occasion in the customer's language (or its fallback)."""
         return self.render_template(self.template_name(occasion, language), context)
 
-    def render_template(self, name: str, context: dict) -> Message:
+    def render_many(self, name: str, contexts: list[dict]) -> list[Message]:
+        """Every context rendered with one template, as :meth:`render_template` renders each.
+
+        A batch is one instant: the template's two compiled forms and its content hash are
+        looked up once for it, not per message (each lookup stats the files to see edits).
+        """
+        try:
+            pinned = {flag: self.environment(flag).get_template(name) for flag in (False, True)}
+        except Exception:  # noqa: BLE001 - the first render reports it, with its file and line
+            pinned = {}
+        digest = self.template_hash(name)
+        self._pinned = (name, pinned)
+        try:
+            return [self.render_template(name, context, digest) for context in contexts]
+        finally:
+            self._pinned = None
+
+    def render_template(self, name: str, context: dict, template_hash: str | None = None) -> Message:
         """One template file rendered into a message that is safe to send, within the budget."""
         with _budget(self.limits, name, self.templates):
             draft = self._draft(name, context)
@@ -315,7 +333,10 @@ class Renderer:
                 raise TemplateProblem(f"the HTML part's CSS cannot be inlined: {exc}", name) from exc
             self._check_size(name, "HTML part after CSS inlining", html)
         return Message(
-            subject=subject, text=draft.text.strip() + "\n", html=html, template_hash=self.template_hash(name)
+            subject=subject,
+            text=draft.text.strip() + "\n",
+            html=html,
+            template_hash=template_hash or self.template_hash(name),
         )
 
     def draft(self, name: str, context: dict) -> Draft:
@@ -379,7 +400,8 @@ class Renderer:
     def _render_part(self, name: str, part: str, context: dict) -> str:
         """One part, streamed: stopped as soon as it passes the size limit."""
         try:
-            template = self.environment(part == "html").get_template(name)
+            pinned = self._pinned[1].get(part == "html") if self._pinned and self._pinned[0] == name else None
+            template = pinned or self.environment(part == "html").get_template(name)
             return self._collect(template.generate(part=part, **context), name, part)
         except TemplateProblem:
             raise
@@ -620,6 +642,8 @@ def _check_internals(value: str, name: str, part: str, context: dict) -> None:
     ``{{ cycler | string }}`` or ``{{ "%s" | format(loop) }}`` turn an object into text before
     finalize sees it. A match that is part of the customer's own data is not the template's doing.
     """
+    if "at 0x" not in value and "class " not in value:
+        return  # what every match holds (a fast path: most parts are plain text)
     match = _INTERNALS.search(value)
     if match is None or _in_data(match.group(), context):
         return
@@ -776,7 +800,7 @@ def _render_chunk(
     """Worker side: render one chunk of one template; the first problem ends the chunk."""
     try:
         renderer = _worker_renderer(templates, default_language, limits)
-        return [renderer.render_template(name, context) for context in contexts]
+        return renderer.render_many(name, contexts)
     except TemplateProblem as problem:
         return problem
     except Exception as exc:  # MemoryError, RecursionError outside template code, ...

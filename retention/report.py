@@ -75,6 +75,11 @@ def night_report(
                 .where(occ.c.night == night, occ.c.status != "selected")
                 .group_by(occ.c.occasion, occ.c.reason),
             )
+            detected = stage_counts(conn, night, "occasions") or {}
+            if detected.get("declaration_problems"):
+                report["occasion_declaration_problems"] = detected["declaration_problems"]
+            if detected.get("occasion_failures"):
+                report["occasion_failures"] = detected["occasion_failures"]
             report["holdout"] = holdout_report(conn, night)
             report["earnings"] = earnings(conn, night, message_cost, min_sample=variant_min_sample)
         rendered = stage_counts(conn, night, "render")
@@ -182,20 +187,30 @@ def format_report(report: dict) -> str:
         for key, label in (("rfm", "RFM"), ("abc", "ABC"), ("lifecycle", "lifecycle")):
             lines.append(f"  {label + ':':12} " + ", ".join(f"{k} {v}" for k, v in seg[key].items()))
         lines += _format_churn(seg.get("churn", {}))
-    if "occasions" in report:
-        for occasion, langs in report["occasions"].items():
-            detail = ", ".join(f"{lang} {n}" for lang, n in langs.items())
-            lines.append(f"  occasion {occasion}: {sum(langs.values())} ({detail})")
-        if not report["occasions"]:
-            lines.append("  occasions:   none")
-    for occasion, problem in report.get("render", {}).get("template_failures", {}).items():
-        lines.append(f"  NOT RENDERED {occasion}: {problem}")
+    lines += _format_occasions(report)
     lines += _format_holdout(report)
     lines += _format_earnings(report)
     if "outbox" in report:
         box = ", ".join(f"{s} {n}" for s, n in report["outbox"].items()) or "empty"
         lines.append(f"  outbox:      {box}")
     return "\n".join(lines)
+
+
+def _format_occasions(report: dict) -> list[str]:
+    lines = []
+    if "occasions" in report:
+        for occasion, langs in report["occasions"].items():
+            detail = ", ".join(f"{lang} {n}" for lang, n in langs.items())
+            lines.append(f"  occasion {occasion}: {sum(langs.values())} ({detail})")
+        if not report["occasions"]:
+            lines.append("  occasions:   none")
+    for file, problem in report.get("occasion_declaration_problems", {}).items():
+        lines.append(f"  OCCASION LEFT OUT {file}: {problem}")
+    for occasion, problem in report.get("occasion_failures", {}).items():
+        lines.append(f"  OCCASION LEFT OUT {occasion}: {problem}")
+    for occasion, problem in report.get("render", {}).get("template_failures", {}).items():
+        lines.append(f"  NOT RENDERED {occasion}: {problem}")
+    return lines
 
 
 def _format_holdout(report: dict) -> list[str]:

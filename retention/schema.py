@@ -436,3 +436,43 @@ erasure_salt = Table(
     Column("salt_id", Integer, primary_key=True, autoincrement=False),  # always 1
     Column("salt", String(64), nullable=False),
 )
+
+# --- feedback (issue #17; ``retention.feedback``) -------------------------------------------------
+
+# A customer's answer to the feedback message of one order: a rating 1..5 and/or a comment, from
+# the public app's signed links. One row per (customer, order): a second click changes the
+# rating, never adds a row. ``answered_at`` is when the current rating was given (it moves when
+# the rating changes; suggestions are held back from it), ``updated_at`` the last change of
+# either. Both are the moment of the web request, naive UTC (audit, as for an unsubscribe).
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("customer_id", Id, primary_key=True, autoincrement=False),
+    Column("order_id", Id, primary_key=True, autoincrement=False),
+    Column("rating", Integer),  # 1..5; NULL: a comment without a rating
+    Column("comment", Text),  # as typed (at most retention.feedback.COMMENT_MAX_CHARS), escaped when shown
+    Column("answered_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    # The Retention page's weekly chart and held_back() read answers by time.
+    Index("ix_feedback_answered_at", "answered_at"),
+    Index("ix_feedback_updated_at", "updated_at"),
+)
+
+# What a low rating asks the shop to do: one row per answered order whose rating was ever at or
+# below RETENTION_FEEDBACK_LOW_RATING. ``mailed_at`` stays NULL until ``mail_followups`` has
+# told the service address (so the public request never waits for SMTP, and a crash loses
+# nothing); ``status`` is open, or closed once the customer raised the rating above the bar.
+feedback_followups = Table(
+    "feedback_followups",
+    metadata,
+    Column("followup_id", Integer, primary_key=True),
+    Column("customer_id", Id, nullable=False),
+    Column("order_id", Id, nullable=False),
+    Column("rating", Integer, nullable=False),
+    Column("comment", Text),
+    Column("created_at", DateTime, nullable=False),
+    Column("mailed_at", DateTime),
+    Column("status", String(8), nullable=False),  # open, closed
+    UniqueConstraint("customer_id", "order_id", name="uq_feedback_followups_answer"),
+    Index("ix_feedback_followups_status", "status", "created_at"),
+)

@@ -21,24 +21,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "LANGUAGES", "OCCASIONS"]
+__all__ = ["Settings", "LANGUAGES"]
 
 #: Languages with templates; a customer's language outside this set falls back to the default.
 LANGUAGES = ("en", "de", "nb", "et")
-
-#: Every occasion the pipeline knows, in the default priority order (detection in
-#: ``retention.occasions``, templates in ``templates/<occasion>/``).
-OCCASIONS = (
-    "thank_you",
-    "birthday",
-    "anniversary",
-    "win_back",
-    "feedback",
-    "next_purchase",
-    "accessory",
-    "new_stock",
-)
-
 
 class Settings(BaseSettings):
     """Every knob of the pipeline, with the embedded defaults."""
@@ -139,8 +125,17 @@ class Settings(BaseSettings):
 
     # --- occasions (README, "Occasions") ---
     occasion_priority: str = Field(
-        "thank_you,birthday,anniversary,win_back,feedback,next_purchase,accessory,new_stock",
-        description="Occasions from most to least important; one message a day per customer, the first wins.",
+        "",
+        description="Occasions from most to least important; one message a day per customer, the first wins. "
+        "Empty: every occasion, in the order their declarations give (thank_you, birthday, anniversary, "
+        "win_back, feedback, next_purchase, accessory, new_stock, then added ones by their priority); a list "
+        "names the occasions that run and their order.",
+    )
+    occasion_dirs: str = Field(
+        "",
+        description="Folders (os.pathsep between them) of added occasions: each sub-folder with an occasion.py "
+        "declaration, its occasion.sql model and its templates is one occasion (README, 'Adding an occasion'). "
+        "Every worker must see the same folders.",
     )
     thank_every_order_for_a: bool = Field(
         True, description="Thank A customers after every order, not only the first."
@@ -223,6 +218,23 @@ class Settings(BaseSettings):
     unsubscribe_rate_per_minute: int = Field(
         30, ge=1, description="Requests per minute one client address may make to the unsubscribe endpoint."
     )
+    # --- feedback (README, "Feedback"; retention.feedback) ---
+    feedback_low_rating: int = Field(
+        2,
+        ge=1,
+        le=4,
+        description="Ratings (1..5) at or below this are low: a follow-up for the shop, and suggestions held back.",
+    )
+    feedback_hold_days: int = Field(
+        30,
+        ge=0,
+        description="After a low rating, no product suggestions to that customer for this many nights; 0 = none held.",
+    )
+    service_address: str | None = Field(
+        None,
+        description="Address that low-rating follow-ups are mailed to (`retention feedback mail-followups`); "
+        "unset: follow-ups are only shown on the Retention page.",
+    )
 
     sender: str = Field("Retention Demo Shop <shop@example.com>", description="From address of messages.")
     shop_name: str = Field("Nordlicht Shop", description="Shop name as it appears in messages.")
@@ -288,7 +300,13 @@ class Settings(BaseSettings):
 
     @property
     def priorities(self) -> tuple[str, ...]:
-        return tuple(name.strip() for name in self.occasion_priority.split(",") if name.strip())
+        """The occasions that run, most important first (``RETENTION_OCCASION_PRIORITY``)."""
+        listed = tuple(name.strip() for name in self.occasion_priority.split(",") if name.strip())
+        if listed:
+            return listed
+        from retention.registry import default_priorities  # the declarations import these settings
+
+        return default_priorities(self)
 
     @cached_property
     def zone(self) -> ZoneInfo:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from functools import cache
+from pathlib import Path
 
 import jinja2
 from sqlalchemy import Connection, Table, text
@@ -33,10 +34,19 @@ def _environment() -> jinja2.Environment:
 
 
 def render(model: str, dialect: str, **flags: object) -> str:
-    """The SQL text of ``model`` (e.g. ``"marts/customer_facts"``) for a dialect."""
+    """The SQL text of ``model`` (e.g. ``"marts/customer_facts"``) for a dialect.
+
+    A model may also be the path of a ``.sql`` file outside the package (an occasion added
+    through ``RETENTION_OCCASION_DIRS``); it gets the same macros.
+    """
     env = _environment()
     macros = env.get_template("macros.sql").make_module({"dialect": dialect, **flags})
-    template = env.get_template(f"{model}.sql")
+    if model.endswith(".sql"):
+        path = Path(model)
+        template = env.from_string(path.read_text(encoding="utf-8"))
+        template.filename = str(path)
+    else:
+        template = env.get_template(f"{model}.sql")
     return template.render(dialect=dialect, **flags, **{k: getattr(macros, k) for k in _macro_names(macros)})
 
 

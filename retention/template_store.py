@@ -33,7 +33,8 @@ from sqlalchemy import Connection, Engine, func, inspect, select
 
 from retention import schema
 from retention.night import as_naive_utc
-from retention.settings import LANGUAGES, OCCASIONS, Settings
+from retention.registry import occasions, template_folder
+from retention.settings import LANGUAGES, Settings
 
 __all__ = [
     "TemplatesFrozen",
@@ -86,20 +87,21 @@ def _sha(source: str) -> str:
     return hashlib.sha256(source.encode("utf-8")).hexdigest()
 
 
-def _check_pair(occasion: str, language: str) -> None:
-    if occasion not in OCCASIONS or language not in LANGUAGES:
+def _check_pair(occasion: str, language: str, settings: Settings | None) -> None:
+    known = occasions(settings)
+    if occasion not in known or language not in LANGUAGES:
         raise KeyError(
-            f"no template {occasion}/{language}: occasions are {', '.join(OCCASIONS)}, "
+            f"no template {occasion}/{language}: occasions are {', '.join(known)}, "
             f"languages {', '.join(LANGUAGES)}"
         )
 
 
 def shipped_source(settings: Settings, occasion: str, language: str) -> str:
     """The source of the shipped file (``KeyError`` if there is none)."""
-    _check_pair(occasion, language)
-    path = settings.templates_path / occasion / f"{language}.jinja"
+    _check_pair(occasion, language, settings)
+    path = template_folder(occasion, settings) / f"{language}.jinja"
     if not path.is_file():
-        raise KeyError(f"no template {occasion}/{language} in {settings.templates_path}")
+        raise KeyError(f"no template {occasion}/{language} in {path.parent}")
     return path.read_text(encoding="utf-8")
 
 
@@ -128,9 +130,9 @@ def current_versions(conn: Connection) -> dict[tuple[str, str], Version]:
     return {(row.occasion, row.language): _version(row) for row in rows}
 
 
-def history(engine: Engine, occasion: str, language: str) -> list[Version]:
+def history(engine: Engine, occasion: str, language: str, settings: Settings | None = None) -> list[Version]:
     """Every saved version of one template, newest first (the shipped file is not listed)."""
-    _check_pair(occasion, language)
+    _check_pair(occasion, language, settings)
     tv = schema.template_versions
     with engine.connect() as conn:
         rows = conn.execute(
@@ -153,7 +155,7 @@ def version(engine: Engine, version_id: int) -> Version:
 
 def current(engine: Engine, settings: Settings, occasion: str, language: str) -> Version:
     """What renders now for (occasion, language): the newest saved version, else the shipped file."""
-    _check_pair(occasion, language)
+    _check_pair(occasion, language, settings)
     if not settings.templates_frozen:
         with engine.connect() as conn:
             saved = current_versions(conn).get((occasion, language))
@@ -242,9 +244,11 @@ def effective_templates(
     """``settings`` whose ``templates_dir`` is the folder a render must use right now, and the
     saved version id of each (occasion, language) in it (absent: the shipped file).
 
-    The shipped folder when templates are frozen, there is no warehouse, or nothing was saved;
-    else a temporary copy of it with every saved version's source over its file, removed on
-    exit. Both come from one read, at entry: a save during a long render applies to the next one.
+    The shipped folder when templates are frozen, there is no warehouse, or nothing was saved,
+    and no occasion was added (``RETENTION_OCCASION_DIRS``); else a temporary copy of it with
+    the added occasions' templates in their own sub-folders and every saved version's source
+    over its file, removed on exit. Both come from one read, at entry: a save during a long
+    render applies to the next one.
     """
     saved: dict[tuple[str, str], Version] = {}
     if engine is not None and not settings.templates_frozen:
@@ -252,12 +256,17 @@ def effective_templates(
             # A warehouse without the schema yet (before its first night) has nothing saved.
             if inspect(conn).has_table(schema.template_versions.name):
                 saved = current_versions(conn)
-    if not saved:
+    added = [declared for declared in occasions(settings).values() if declared.folder is not None]
+    if not saved and not added:
         yield settings, {}
         return
     with tempfile.TemporaryDirectory(prefix="retention-templates-") as tmp:
         root = Path(tmp) / "templates"
         shutil.copytree(settings.templates_path, root)
+        for declared in added:
+            (root / declared.name).mkdir(exist_ok=True)
+            for path in declared.folder.glob("*.jinja"):
+                shutil.copyfile(path, root / declared.name / path.name)
         for (occasion, language), saved_version in saved.items():
             (root / occasion).mkdir(exist_ok=True)
             (root / occasion / f"{language}.jinja").write_text(saved_version.source, encoding="utf-8")

@@ -42,27 +42,18 @@ __all__ = [
 
 ENV_SECRET = "RETENTION_UNSUBSCRIBE_SECRET"
 
-#: The kinds of message a customer can stop one by one on the unsubscribe page, and the
-#: occasions of each (every occasion of ``retention.settings.OCCASIONS`` is in exactly one).
+#: The kinds of message a customer can stop one by one on the unsubscribe page. Each
+#: occasion declares its kind (``Occasion.kind``, :mod:`retention.registry`).
 #: Thank-yous after an order are marketing here too (they carry offers), so they can be stopped.
-MESSAGE_KINDS: dict[str, tuple[str, ...]] = {
-    "suggestions": ("next_purchase", "accessory", "new_stock"),
-    "greetings": ("birthday", "anniversary"),
-    "feedback": ("feedback",),
-    "win_back": ("win_back",),
-    "thank_you": ("thank_you",),
-}
-_KIND_OF = {occasion: kind for kind, occasions in MESSAGE_KINDS.items() for occasion in occasions}
+MESSAGE_KINDS: tuple[str, ...] = ("suggestions", "greetings", "feedback", "win_back", "thank_you")
 
 
-def kind_of(occasion: str) -> str:
-    """The kind of message (a key of :data:`MESSAGE_KINDS`) an occasion belongs to."""
-    try:
-        return _KIND_OF[occasion]
-    except KeyError:
-        raise KeyError(
-            f"occasion {occasion!r} belongs to no kind of MESSAGE_KINDS (retention.unsubscribe)"
-        ) from None
+def kind_of(occasion: str, settings: object | None = None) -> str:
+    """The kind of message (one of :data:`MESSAGE_KINDS`) an occasion belongs to (``KeyError``:
+    no such occasion)."""
+    from retention.registry import occasion as declared  # the registry checks kinds against this module
+
+    return declared(occasion, settings).kind
 
 
 #: The shortest signing secret accepted, in bytes (UTF-8). HMAC-SHA256's key should be at

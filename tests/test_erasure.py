@@ -19,6 +19,7 @@ from sqlalchemy import Integer, String, Text, func, select
 
 from retention import erasure, schema
 from retention.cli import main
+from retention.feedback import record_answer, sign
 from retention.mailer import SmtpConfig
 from retention.night import night_for_date
 from retention.pipeline import run_night, stage_deliver, warehouse_engine
@@ -203,6 +204,8 @@ def night_one(settings, shop, mail_sink) -> dict:
     run_night(settings, night_for_date("2026-11-20", settings.time_zone), "n1")
     sent = stage_deliver(settings, SmtpConfig(host="127.0.0.1", port=mail_sink.port), EVENING, secret=SECRET)
     assert sent["sent"] >= 1
+    with _engine(settings).begin() as conn:  # the person answered a feedback request, unhappy
+        record_answer(conn, SECRET, sign(SECRET, 7, 700), 1, f"{SURNAME} is unhappy", EVENING, 2)
     for table in erasure.BY_CUSTOMER_ID:
         assert _count(settings, table, "customer_id", {7}) > 0, table.name
     assert _count(settings, schema.stg_order_items, "order_id", PERSON_ORDERS) == 2

@@ -34,9 +34,10 @@ from retention.lint import Problem, lint
 from retention.night import night_for_date
 from retention.outbox import fill
 from retention.pipeline import run_night, warehouse_engine
+from retention.registry import OCCASIONS
 from retention.render import Renderer, RenderLimits, RenderPool, TemplateProblem
 from retention.samples import sample_context
-from retention.settings import LANGUAGES, OCCASIONS, Settings
+from retention.settings import LANGUAGES, Settings
 from tests.conftest import PG_URL, _drop_pg_database, _fresh_pg_database
 from tests.shop import Shop
 

@@ -17,8 +17,9 @@ import pytest
 
 from retention.cli import main
 from retention.lint import Problem, lint, preview, template_files
+from retention.registry import OCCASIONS
 from retention.render import Renderer, TemplateProblem
-from retention.samples import OCCASIONS, SAMPLE_CUSTOMERS, sample_context, sample_contexts
+from retention.samples import SAMPLE_CUSTOMERS, sample_context, sample_contexts
 from retention.settings import LANGUAGES
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -71,12 +72,6 @@ def test_every_occasion_has_a_template_in_every_language() -> None:
         if not (TEMPLATES / o / f"{lang}.jinja").is_file()
     ]
     assert missing == []
-
-
-def test_sample_occasions_are_the_pipelines_occasions() -> None:
-    from retention.occasions import OCCASIONS as PIPELINE_OCCASIONS
-
-    assert set(OCCASIONS) == set(PIPELINE_OCCASIONS)
 
 
 @pytest.mark.parametrize("language", LANGUAGES)

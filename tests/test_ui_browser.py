@@ -15,17 +15,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 from sqlalchemy import select
 
 from retention import schema
 from retention.unsubscribe import email_hash
 from tests.airflow_env import ROOT
-from tests.ui_env import NIGHTS, USERS, AirflowUI, running_airflow_ui
+from tests.ui_env import NIGHTS, USERS, AirflowUI, chromium, running_airflow_ui
 
 pytestmark = pytest.mark.airflow
 
-CHROMIUM = Path(os.environ.get("RETENTION_TEST_CHROMIUM", "/usr/bin/chromium"))
 # The README's screenshots are refreshed on request only (RETENTION_UPDATE_SCREENSHOTS=1), so
 # that a test run leaves the tree as it found it; otherwise they go to a temporary folder.
 DOCS = (
@@ -43,12 +42,8 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowUI]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: run scripts/install-browser.sh (as root)"
-    with sync_playwright() as playwright:
-        # --no-sandbox: CI runs as root, where Chromium's own sandbox refuses to start.
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 def _log_in(page: Page, ui: AirflowUI, user: str = "viewer") -> None:

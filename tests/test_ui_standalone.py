@@ -7,7 +7,6 @@ against independent counts. (The same apps inside Airflow's api-server: tests/te
 from __future__ import annotations
 
 import datetime as dt
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,14 @@ from retention.unsubscribe import email_hash
 from retention.web import queries
 from retention.web.unsubscribe_app import RateLimiter
 from tests.conftest import PG_URL, _drop_pg_database, _fresh_pg_database
-from tests.ui_env import NIGHTS, ServerProcess, demo_warehouse, free_port, retention_env, unsubscribe_links
+from tests.ui_env import (
+    NIGHTS,
+    ServerProcess,
+    demo_warehouse,
+    free_port,
+    public_app,
+    unsubscribe_links,
+)
 
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 
@@ -36,16 +42,7 @@ class Deployment:
         self.engine = create_engine(warehouse_url)
 
     def serve(self, **settings: str) -> ServerProcess:
-        args = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "retention.web.unsubscribe_app:create_unsubscribe_app",
-        ]
-        args += ["--host", "127.0.0.1", "--port", str(self.port)]
-        env = retention_env(self.home, self.warehouse_url, **settings)
-        return ServerProcess(args, env, r"Uvicorn running on", self.home / "uvicorn.log")
+        return public_app(self.home, self.warehouse_url, self.port, **settings)
 
     def suppressed(self) -> dict[str, str]:
         s = schema.suppression

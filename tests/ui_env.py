@@ -39,6 +39,23 @@ USERS = {"admin": ("admin", "admin-pw-for-tests"), "viewer": ("viewer", "viewer-
 PUBLIC_PREFIX = "/retention-public"  # plugins/retention_ui.py
 
 
+#: Debian's Chromium (scripts/install-browser.sh); Playwright never downloads a browser here.
+CHROMIUM = Path(os.environ.get("RETENTION_TEST_CHROMIUM", "/usr/bin/chromium"))
+
+
+@contextmanager
+def chromium():  # noqa: ANN201 (a playwright Browser; playwright is imported only by browser tests)
+    """Headless Chromium driven by Playwright, for the browser tests' module-scoped fixtures."""
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: run scripts/install-browser.sh (as root)"
+    with sync_playwright() as playwright:
+        # --no-sandbox: CI runs as root, where Chromium's own sandbox refuses to start.
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now (the server binds it a moment later)."""
     with socket.socket() as sock:
@@ -156,6 +173,15 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def public_app(home: Path, warehouse_url: str, port: int, **settings: str) -> ServerProcess:
+    """The public app (unsubscribe and feedback) alone under uvicorn on a loopback port, as a
+    deployment may run it; not started yet (``with`` it, or call ``start()``)."""
+    args = [sys.executable, "-m", "uvicorn", "--factory", "retention.web.unsubscribe_app:create_unsubscribe_app"]
+    args += ["--host", "127.0.0.1", "--port", str(port)]
+    env = retention_env(home, warehouse_url, **settings)
+    return ServerProcess(args, env, r"Uvicorn running on", home / "uvicorn.log")
 
 
 def airflow_ui_env(home: Path, warehouse_url: str) -> dict[str, str]:

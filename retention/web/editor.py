@@ -20,9 +20,11 @@ from sqlalchemy import Engine, select
 
 from retention import schema
 from retention.lint import lint, preview, template_files
+from retention.registry import occasions, template_folder
 from retention.render import RenderLimits, TemplateProblem
 from retention.samples import customer_context, sample_context
-from retention.settings import LANGUAGES, OCCASIONS, Settings
+from retention.settings import LANGUAGES, Settings
+from retention.template_store import effective_templates
 
 __all__ = ["DraftPreview", "preview_draft", "template_source", "available_templates"]
 
@@ -43,15 +45,20 @@ class DraftPreview:
 
 
 def available_templates(settings: Settings) -> list[tuple[str, str]]:
-    """(occasion, language) of every shipped template."""
-    return template_files(settings.templates_path)
+    """(occasion, language) of every shipped template, an added occasion's from its own folder."""
+    known = occasions(settings)
+    found = template_files(settings.templates_path, {k: v for k, v in known.items() if v.folder is None})
+    for name, declared in known.items():
+        if declared.folder is not None:
+            found += [(o, lang) for o, lang in template_files(declared.folder.parent, {name: declared})]
+    return found
 
 
 def template_source(settings: Settings, occasion: str, language: str) -> str:
     """The current source of one template (``KeyError`` for one that does not exist)."""
-    if occasion not in OCCASIONS or language not in LANGUAGES:
+    if occasion not in occasions(settings) or language not in LANGUAGES:
         raise KeyError(f"{occasion}/{language}")
-    path = settings.templates_path / occasion / f"{language}.jinja"
+    path = template_folder(occasion, settings) / f"{language}.jinja"
     if not path.is_file():
         raise KeyError(f"{occasion}/{language}")
     return path.read_text(encoding="utf-8")
@@ -61,7 +68,9 @@ def _context(
     settings: Settings, engine: Engine | None, occasion: str, language: str, customer_id: int | None
 ):
     if customer_id is None or engine is None:
-        return sample_context(occasion, language, settings.shop_name, settings.shop_url)
+        return sample_context(
+            occasion, language, settings.shop_name, settings.shop_url, occasions=occasions(settings)
+        )
     c = schema.stg_customers
     with engine.connect() as conn:
         row = conn.execute(
@@ -70,7 +79,9 @@ def _context(
     if row is None:
         raise KeyError(f"no customer {customer_id}")
     customer = customer_context(row.first_name, row.last_name, language, row.country)
-    return sample_context(occasion, language, settings.shop_name, settings.shop_url, customer)
+    return sample_context(
+        occasion, language, settings.shop_name, settings.shop_url, customer, occasions(settings)
+    )
 
 
 def preview_draft(
@@ -90,9 +101,13 @@ def preview_draft(
     result = DraftPreview(language=language)
     with tempfile.TemporaryDirectory(prefix="retention-draft-") as tmp:
         root = Path(tmp) / "templates"
-        shutil.copytree(settings.templates_path, root)
+        with effective_templates(None, settings) as (shipped, _):  # with added occasions' folders
+            shutil.copytree(shipped.templates_path, root)
         (root / name).write_text(source, encoding="utf-8")
-        for problem in lint(root, settings.default_language, settings.shop_name, settings.shop_url, limits):
+        known = occasions(settings)
+        for problem in lint(
+            root, settings.default_language, settings.shop_name, settings.shop_url, limits, occasions=known
+        ):
             relative = (
                 Path(problem.file).relative_to(root).as_posix()
                 if problem.file.startswith(str(root))

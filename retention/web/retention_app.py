@@ -13,6 +13,8 @@ Routes (relative, so that the page works under any prefix and behind a reverse p
 * ``./templates/preview``, ``save``, ``restore``, ``rerender`` (JSON posts) and
   ``./templates/version/{id}`` (a saved version's source);
 * ``./tomorrow?night=YYYY-MM-DD&q=...``: the forecast of the next night (``retention.forecast``);
+* ``./feedback?weeks=26&page=0``: answers to the feedback message: ratings per week, per product
+  category and per lifecycle phase, the comments (newest first, paged) and the open follow-ups;
 * ``./app.js``: the page's small script (night picker, table filter, editor).
 """
 
@@ -32,6 +34,7 @@ from sqlalchemy import Engine
 
 from retention import template_store
 from retention.db import engine_for
+from retention.registry import template_folder
 from retention.segments import ABC_CLASSES, LIFECYCLE_PHASES, RFM_SEGMENTS
 from retention.settings import Settings
 from retention.web import editor, queries
@@ -388,6 +391,57 @@ with a {{ (e.confidence * 100) | round | int }} % {{ e.interval }} interval; cos
 </section>
 """
 
+_FEEDBACK = """
+<style>td.comment { white-space: pre-wrap; max-width: 40rem; }</style>
+<h1>Feedback</h1>
+<!--nav-->
+<section id="feedback-ratings"><h2>Ratings</h2>
+{% if not since %}<p class="muted" id="no-feedback">No answers to the feedback message yet.</p>{% else %}
+<form method="get" class="inline"><label>Weeks <select name="weeks" id="weeks" data-autosubmit>
+{% for n in (4, 13, 26, 52, 104) %}<option {{ "selected" if n == weeks }}>{{ n }}</option>{% endfor %}</select></label>
+<noscript><button>Show</button></noscript></form>
+<span class="muted">since {{ since.date() }} (weeks start on Monday, UTC). Ratings of {{ low }} or less are low: they open a
+follow-up and hold back product suggestions for {{ hold_days }} nights.</span>
+<div class="charts">
+<div class="chart"><h3>Per week</h3><table id="feedback-weeks"><thead><tr><th>week of</th><th class="n">answers</th>
+<th class="n">average</th>{% for n in range(1, 6) %}<th class="n">{{ n }}★</th>{% endfor %}<th></th></tr></thead><tbody>
+{% for w in by_week %}<tr><td>{{ w.week }}</td><td class="n">{{ w.answers }}</td><td class="n">{{ "%.2f" | format(w.average) }}</td>
+{% for n in w.ratings %}<td class="n">{{ n }}</td>{% endfor %}
+<td><span class="bar" style="width: {{ (w.average * 24) | round | int }}px"></span></td></tr>{% endfor %}
+</tbody></table></div>
+<div class="chart"><h3>By product category</h3><table id="feedback-categories"><thead><tr><th>category</th>
+<th class="n">answers</th><th class="n">average</th></tr></thead><tbody>
+{% for c in by_category %}<tr><td>{{ c.category }}</td><td class="n">{{ c.answers }}</td><td class="n">{{ "%.2f" | format(c.average) }}</td></tr>{% endfor %}
+</tbody></table></div>
+<div class="chart"><h3>By lifecycle phase</h3><table id="feedback-phases"><thead><tr><th>phase at the answer</th>
+<th class="n">answers</th><th class="n">average</th></tr></thead><tbody>
+{% for p in by_phase %}<tr><td>{{ p.phase }}</td><td class="n">{{ p.answers }}</td><td class="n">{{ "%.2f" | format(p.average) }}</td></tr>{% endfor %}
+</tbody></table></div>
+</div>{% endif %}
+</section>
+
+<section id="feedback-followups"><h2>Open follow-ups</h2>
+{% if not service_address %}<p class="notice" id="no-service-address">No service address is set
+(<code>RETENTION_SERVICE_ADDRESS</code>): follow-ups are not mailed, only listed here{% if unmailed %}
+({{ unmailed }} waiting){% endif %}.</p>{% endif %}
+{% if followups %}<table id="followups"><thead><tr><th>answered (UTC)</th><th>customer</th><th>order</th><th class="n">rating</th>
+<th>comment</th><th>mailed (UTC)</th></tr></thead><tbody>
+{% for f in followups %}<tr><td>{{ f.created_at }}</td><td><a href="./?q={{ f.customer_id }}">{{ f.customer_id }}</a></td>
+<td>{{ f.order_id }}</td><td class="n">{{ f.rating }}</td><td>{{ f.comment or "" }}</td><td>{{ f.mailed_at or "not yet" }}</td></tr>{% endfor %}
+</tbody></table>{% else %}<p class="muted">No open follow-ups.</p>{% endif %}
+</section>
+
+<section id="feedback-comments"><h2>Comments</h2>
+{% if comments %}<table id="comments"><thead><tr><th>changed (UTC)</th><th>customer</th><th>order</th><th class="n">rating</th>
+<th>comment</th></tr></thead><tbody>
+{% for c in comments %}<tr><td>{{ c.updated_at }}</td><td><a href="./?q={{ c.customer_id }}">{{ c.customer_id }}</a></td>
+<td>{{ c.order_id }}</td><td class="n">{{ c.rating or "–" }}</td><td class="comment">{{ c.comment }}</td></tr>{% endfor %}
+</tbody></table>{% else %}<p class="muted">No comments{{ " on this page" if page }}.</p>{% endif %}
+<p>{% if page %}<a id="newer" href="./feedback?weeks={{ weeks }}&page={{ page - 1 }}">← newer</a>{% endif %}
+{% if more %}<a id="older" href="./feedback?weeks={{ weeks }}&page={{ page + 1 }}">older →</a>{% endif %}</p>
+</section>
+"""
+
 _EARNINGS_PENDING = """
 <h1>What retention earns</h1>
 <!--nav-->
@@ -439,7 +493,7 @@ _TOMORROW = """
 #: The tabs every page shows (``<!--nav-->`` in a page template).
 _NAV = (
     '<nav class="tabs"><a href="./">Nights</a><a href="./templates">Templates</a>'
-    '<a href="./tomorrow">Tomorrow</a><a href="./earnings">Earnings</a></nav>'
+    '<a href="./tomorrow">Tomorrow</a><a href="./earnings">Earnings</a><a href="./feedback">Feedback</a></nav>'
 )
 
 
@@ -518,6 +572,7 @@ def create_retention_app(
     )
     _night_routes(app, engine)
     _earnings_route(app, settings, engine)
+    _feedback_route(app, settings, engine)
     _tomorrow_routes(app, settings, engine)
     _template_routes(app, settings, engine, require_user, editor_name or (lambda _user: None), secret)
 
@@ -553,6 +608,35 @@ def _earnings_route(app: FastAPI, settings: Settings, engine: Engine) -> None:
         if figures is None:
             return _render("Earnings", _EARNINGS_PENDING, "./", night=chosen)
         return _render("Earnings", _EARNINGS, "./", e=figures, days=days)
+
+
+def _feedback_route(app: FastAPI, settings: Settings, engine: Engine) -> None:
+    """``./feedback``: what customers answered to the feedback message (``retention.feedback``)."""
+    from retention.feedback import pending_followups
+
+    @app.get("/feedback", response_class=HTMLResponse)
+    def feedback_tab(weeks: int = 26, page: int = 0) -> HTMLResponse:
+        if not 1 <= weeks <= 520 or page < 0:
+            raise HTTPException(400, "weeks must be 1 to 520 and page 0 or more")
+        with engine.connect() as conn:
+            since = queries.feedback_since(conn, weeks)
+            comments, more = queries.feedback_comments(conn, page)
+            context = {
+                "since": since,
+                "weeks": weeks,
+                "page": page,
+                "more": more,
+                "comments": comments,
+                "by_week": queries.feedback_weeks(conn, since) if since else [],
+                "by_category": queries.feedback_by_category(conn, since) if since else [],
+                "by_phase": queries.feedback_by_phase(conn, since) if since else [],
+                "followups": queries.open_followups(conn),
+                "unmailed": pending_followups(conn),
+                "service_address": settings.service_address,
+                "low": settings.feedback_low_rating,
+                "hold_days": settings.feedback_hold_days,
+            }
+        return _render("Feedback", _FEEDBACK, "./", **context)
 
 
 def _night_routes(app: FastAPI, engine: Engine) -> None:
@@ -607,7 +691,7 @@ def _tomorrow_routes(app: FastAPI, settings: Settings, engine: Engine) -> None:
             _TOMORROW,
             "./",
             f=result,
-            exact=fc.EXACT,
+            exact=result.exact,
             common_note=fc.COMMON_NOTE,
             q=q.strip(),
             matching=len(matching),
@@ -682,7 +766,7 @@ def _template_routes(
 
 def _variant_b(settings: Settings, engine: Engine, occasion: str, language: str) -> dict | None:
     """Variant b of a template, with its preview for the sample customer; None without one."""
-    path = settings.templates_path / occasion / f"{language}.b.jinja"
+    path = template_folder(occasion, settings) / f"{language}.b.jinja"
     if not path.is_file():
         return None
     source = path.read_text(encoding="utf-8")

@@ -14,20 +14,38 @@ Every message carries ``List-Unsubscribe: <mailto:...>, <BASE/unsubscribe?token=
 * ``POST /unsubscribe?token=T`` with the form body ``kind=<kind>``: what that choice posts; the
   kind goes into ``unsubscribe_preferences`` and the next nights skip its occasions.
 
+The same app serves the answers to the feedback message (``retention.feedback``; README,
+"Feedback"), with tokens of their own (signed with the same secret, over another purpose):
+
+* ``GET /feedback?token=T&rating=N``: one of the message's five rating links. The GET itself
+  records nothing, for the reason above: link scanners and prefetchers (Outlook's Safe Links,
+  Gmail's and corporate gateways' URL checks, chat unfurlers) open every link, and storing on
+  GET would let them rate, five times, with the last fetch winning. The page holds the rating
+  in a form and a small inline script (CSP nonce) posts it at once, so a person's one click
+  records the rating; a fetcher runs no script and records nothing, and without scripts the
+  person sees the rating with a "save" button. The residual risk is a scanner that runs pages in
+  a full browser: it can record a rating; a person's later click changes it (last answer wins),
+  and a follow-up it opened closes when the rating is raised. The comment form is on the page.
+  Without ``rating`` (the message's comment link) the page offers the five ratings and the form.
+* ``POST /feedback`` (form: ``token``, ``rating`` 1..5, optional ``comment`` up to
+  ``retention.feedback.COMMENT_MAX_CHARS``): stores the answer; one row per order, so a second
+  click changes the rating and never adds one. A low rating opens a follow-up for the shop.
+
 Idempotent: a second click answers the same and changes nothing. A token that does not verify
-(forged, altered, or for an address the warehouse no longer holds) gets a 400 and changes
-nothing. Requests are rate-limited per client address.
+(forged, altered, for an address or an order the warehouse no longer holds, or a token of the
+other purpose) gets a 400 and changes nothing. Requests are rate-limited per client address.
 
 Run it alone with ``uvicorn --factory retention.web.unsubscribe_app:create_unsubscribe_app`` (the path is then
 ``/unsubscribe``), or inside Airflow's api-server through ``plugins/retention_ui.py``
-(mounted under ``/retention-public``). The README shows how a reverse proxy exposes this
-path, and only this one.
+(mounted under ``/retention-public``). The README shows how a reverse proxy exposes these
+paths (``/unsubscribe`` and ``/feedback``), and only these.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import html
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -38,8 +56,10 @@ from fastapi.responses import HTMLResponse, PlainTextResponse
 from sqlalchemy import Engine, select
 from starlette.concurrency import run_in_threadpool
 
+from retention import feedback as fb
 from retention import schema
 from retention.db import engine_for
+from retention.night import utcnow
 from retention.settings import LANGUAGES, Settings
 from retention.unsubscribe import (
     MESSAGE_KINDS,
@@ -50,7 +70,16 @@ from retention.unsubscribe import (
     verify,
 )
 
-__all__ = ["RateLimiter", "Unsubscriber", "create_unsubscribe_app", "lookup_token", "TEXTS", "KIND_TEXTS"]
+__all__ = [
+    "RateLimiter",
+    "Unsubscriber",
+    "FeedbackPages",
+    "create_unsubscribe_app",
+    "lookup_token",
+    "TEXTS",
+    "KIND_TEXTS",
+    "FEEDBACK_TEXTS",
+]
 
 ONE_CLICK = "List-Unsubscribe=One-Click"
 
@@ -354,6 +383,289 @@ class Unsubscriber:
         return _page(recipient.language, words["title"], f"<p id='done'>{done}</p>")
 
 
+# --- feedback (retention.feedback) ------------------------------------------------------------------
+
+#: The feedback pages' words per language. {order}: the order number, {rating}: 1..5, {max}: the
+#: longest comment. German says "Sie", Norwegian and Estonian the informal "du"/"sina", as the
+#: messages do (templates/README.md).
+FEEDBACK_TEXTS: dict[str, dict[str, str]] = {
+    "en": {
+        "title": "How was your order?",
+        "question": "How happy are you with order no. {order}?",
+        "your_rating": "Your rating of order no. {order}: {rating} of 5",
+        "save": "Save my rating",
+        "saving": "Saving your rating…",
+        "saved": "Thank you! Your rating of {rating} of 5 is saved.",
+        "comment": "Anything you'd like to tell us? (optional, up to {max} characters)",
+        "send": "Send",
+        "thanks": "Thank you for your feedback – it really helps us.",
+        "sorry": "We're sorry your order wasn't what it should have been. Our team will look into it.",
+        "change": "Changed your mind? Pick another rating or add a few words:",
+        "empty": "Please choose a rating or write a few words.",
+        "too_long": "Your comment is a little too long: please keep it to {max} characters.",
+        "invalid": "This feedback link is not valid: it was altered, or it is for an order we no longer hold. "
+        "Please use the link from the email you received.",
+        "low": "poor",
+        "high": "excellent",
+    },
+    "de": {
+        "title": "Wie war Ihre Bestellung?",
+        "question": "Wie zufrieden sind Sie mit Ihrer Bestellung Nr. {order}?",
+        "your_rating": "Ihre Bewertung der Bestellung Nr. {order}: {rating} von 5",
+        "save": "Bewertung speichern",
+        "saving": "Ihre Bewertung wird gespeichert …",
+        "saved": "Vielen Dank! Ihre Bewertung ({rating} von 5) ist gespeichert.",
+        "comment": "Möchten Sie uns noch etwas mitteilen? (freiwillig, bis zu {max} Zeichen)",
+        "send": "Absenden",
+        "thanks": "Vielen Dank für Ihre Rückmeldung – sie hilft uns wirklich weiter.",
+        "sorry": "Es tut uns leid, dass bei Ihrer Bestellung nicht alles so war, wie es sein sollte. "
+        "Wir kümmern uns darum.",
+        "change": "Sie möchten Ihre Bewertung ändern? Wählen Sie einfach neu oder schreiben Sie uns ein paar Worte:",
+        "empty": "Bitte wählen Sie eine Bewertung oder schreiben Sie uns ein paar Worte.",
+        "too_long": "Ihr Kommentar ist etwas zu lang: Bitte fassen Sie sich in höchstens {max} Zeichen.",
+        "invalid": "Dieser Link zur Bewertung ist ungültig: Er wurde verändert oder gehört zu einer Bestellung, die "
+        "wir nicht mehr führen. Bitte nutzen Sie den Link aus der erhaltenen E-Mail.",
+        "low": "schlecht",
+        "high": "ausgezeichnet",
+    },
+    "nb": {
+        "title": "Hvordan var bestillingen?",
+        "question": "Hvor fornøyd er du med bestillingen din (ordrenr. {order})?",
+        "your_rating": "Din vurdering av ordrenr. {order}: {rating} av 5",
+        "save": "Lagre vurderingen",
+        "saving": "Lagrer vurderingen din …",
+        "saved": "Tusen takk! Vurderingen din ({rating} av 5) er lagret.",
+        "comment": "Er det noe du vil fortelle oss? (valgfritt, opptil {max} tegn)",
+        "send": "Send",
+        "thanks": "Tusen takk for tilbakemeldingen – den hjelper oss virkelig.",
+        "sorry": "Så leit at bestillingen ikke ble som den skulle. Vi ser på saken.",
+        "change": "Ombestemt deg? Velg en annen vurdering eller skriv noen ord:",
+        "empty": "Velg en vurdering eller skriv noen ord.",
+        "too_long": "Kommentaren er litt for lang: hold deg til {max} tegn.",
+        "invalid": "Denne lenken er ugyldig: den er endret, eller den gjelder en bestilling vi ikke lenger har. "
+        "Bruk lenken fra e-posten du fikk.",
+        "low": "dårlig",
+        "high": "utmerket",
+    },
+    "et": {
+        "title": "Kuidas tellimusega läks?",
+        "question": "Kui rahul oled tellimusega nr {order}?",
+        "your_rating": "Sinu hinnang tellimusele nr {order}: {rating} / 5",
+        "save": "Salvesta hinnang",
+        "saving": "Salvestame sinu hinnangut …",
+        "saved": "Suur aitäh! Sinu hinnang ({rating} / 5) on salvestatud.",
+        "comment": "Kas soovid veel midagi öelda? (vabatahtlik, kuni {max} tähemärki)",
+        "send": "Saada",
+        "thanks": "Suur aitäh tagasiside eest – see aitab meid väga.",
+        "sorry": "Meil on väga kahju, et tellimusega ei läinud kõik nii, nagu pidi. Tegeleme sellega.",
+        "change": "Mõtlesid ümber? Vali uus hinnang või kirjuta paar sõna:",
+        "empty": "Palun vali hinnang või kirjuta paar sõna.",
+        "too_long": "Kommentaar on pisut liiga pikk: palun mahu {max} tähemärgi sisse.",
+        "invalid": "See link ei kehti: seda on muudetud või see kuulub tellimusele, mida meil enam ei ole. "
+        "Palun kasutage saadud kirjas olevat linki.",
+        "low": "halb",
+        "high": "suurepärane",
+    },
+}
+
+#: Largest request body ``POST /feedback`` reads (a comment is at most 2000 characters).
+FEEDBACK_MAX_BODY = 64 * 1024
+
+#: Posts the rating of a one-click link at once (see the module docs): the form stays as the
+#: fallback when scripts do not run, or when the post fails.
+_RATE_SCRIPT = """
+const form = document.getElementById("rate");
+if (form) {
+  const status = document.getElementById("status");
+  status.textContent = form.dataset.saving;
+  fetch(form.action, {method: "POST", body: new URLSearchParams(new FormData(form)), credentials: "omit"})
+    .then((reply) => {
+      if (!reply.ok) throw new Error(String(reply.status));
+      form.hidden = true;
+      status.textContent = form.dataset.saved;
+      status.dataset.saved = form.querySelector("input[name=rating]").value;
+    })
+    .catch(() => { status.textContent = ""; });
+}
+"""
+
+
+class FeedbackPages:
+    """What ``/feedback`` does, apart from HTTP: check a token, render a page, store an answer."""
+
+    def __init__(self, settings: Settings, secret: Callable[[], bytes], engine: Engine) -> None:
+        self.settings, self.secret, self.engine = settings, secret, engine
+
+    def words(self, language: str) -> dict[str, str]:
+        return FEEDBACK_TEXTS.get(language) or FEEDBACK_TEXTS[self.settings.default_language]
+
+    def _language(self, customer_id: int) -> str:
+        c, box = schema.stg_customers, schema.outbox
+        with self.engine.connect() as conn:
+            language = conn.execute(select(c.c.language).where(c.c.customer_id == customer_id)).scalar()
+            if language is None:
+                language = conn.execute(
+                    select(box.c.language).where(box.c.customer_id == customer_id).limit(1)
+                ).scalar()
+        return language if language in LANGUAGES else self.settings.default_language
+
+    def _say(self, words: dict[str, str], key: str, **values: object) -> str:
+        return html.escape(words[key].format(max=fb.COMMENT_MAX_CHARS, **values))
+
+    def invalid(self, status: int = 400) -> HTMLResponse:
+        language = self.settings.default_language
+        words = self.words(language)
+        return _page(
+            language, words["title"], f"<p id='invalid'>{self._say(words, 'invalid')}</p>", status=status
+        )
+
+    def _genuine(self, token: str) -> tuple[int, int] | None:
+        """The (customer, order) of a genuine token whose order the warehouse still holds."""
+        ids = fb.verify(self.secret(), token)
+        if ids is None:
+            return None
+        o = schema.stg_orders
+        with self.engine.connect() as conn:
+            held = conn.execute(
+                select(o.c.order_id).where(o.c.order_id == ids[1], o.c.customer_id == ids[0])
+            ).first()
+        return ids if held else None
+
+    def _comment_form(
+        self, token: str, words: dict[str, str], rating: int | None, comment: str | None
+    ) -> str:
+        choices = "".join(
+            f"<label class='r'><input type='radio' name='rating' value='{n}' id='rating-{n}'"
+            f"{' checked' if n == rating else ''}> {n}</label>"
+            for n in fb.RATINGS
+        )
+        scale = (
+            f"<p class='scale'><span>1 = {self._say(words, 'low')}</span> "
+            f"<span>5 = {self._say(words, 'high')}</span></p>"
+        )
+        return (
+            f"<form method='post' action='feedback' id='comment-form'>"
+            f"<input type='hidden' name='token' value='{html.escape(token)}'>"
+            f"<fieldset id='ratings'>{choices}{scale}</fieldset>"
+            f"<label for='comment'>{self._say(words, 'comment')}</label>"
+            f"<textarea name='comment' id='comment' rows='5' maxlength='{fb.COMMENT_MAX_CHARS}'>"
+            f"{html.escape(comment or '')}</textarea>"
+            f"<button type='submit' id='send'>{self._say(words, 'send')}</button></form>"
+        )
+
+    def page(self, token: str, rating_text: str) -> HTMLResponse:
+        """The page of a rating link (or of the comment link, without a rating): records nothing."""
+        ids = self._genuine(token)
+        if ids is None:
+            return self.invalid()
+        customer_id, order_id = ids
+        language = self._language(customer_id)
+        words = self.words(language)
+        with self.engine.connect() as conn:
+            stored = fb.current_answer(conn, customer_id, order_id)
+        rating = fb.parse_rating(rating_text)
+        shown = rating if rating is not None else (stored.rating if stored else None)
+        body, nonce = "", None
+        if rating is not None:
+            nonce = secrets.token_urlsafe(16)
+            body += (
+                f"<form method='post' action='feedback' id='rate' "
+                f"data-saving='{self._say(words, 'saving')}' "
+                f"data-saved='{self._say(words, 'saved', rating=rating)}'>"
+                f"<input type='hidden' name='token' value='{html.escape(token)}'>"
+                f"<input type='hidden' name='rating' value='{rating}'>"
+                f"<p class='stars' aria-hidden='true'>{'★' * rating}{'☆' * (5 - rating)}</p>"
+                f"<p>{self._say(words, 'your_rating', order=order_id, rating=rating)}</p>"
+                f"<button type='submit' id='save-rating'>{self._say(words, 'save')}</button></form>"
+                f"<p id='status' role='status'></p>"
+                f"<p class='change'>{self._say(words, 'change')}</p>"
+            )
+        else:
+            body += f"<p>{self._say(words, 'question', order=order_id)}</p>"
+        body += self._comment_form(token, words, shown, stored.comment if stored else None)
+        if nonce:
+            body += f"<script nonce='{nonce}'>{_RATE_SCRIPT}</script>"
+        return _feedback_page(language, words["title"], body, nonce=nonce)
+
+    def _refused(
+        self,
+        token: str,
+        words: dict[str, str],
+        language: str,
+        why: str,
+        rating: int | None,
+        comment: str | None,
+    ) -> HTMLResponse:
+        """A 400 page that says what to change, with the form as it was sent (the comment cut to size)."""
+        form = self._comment_form(token, words, rating, comment[: fb.COMMENT_MAX_CHARS] if comment else None)
+        return _feedback_page(
+            language, words["title"], f"<p id='error'>{self._say(words, why)}</p>{form}", 400
+        )
+
+    def answer(self, token: str, rating_text: str, comment: str | None) -> HTMLResponse:
+        """Store an answer (``POST /feedback``) and thank; a 400 page for anything not storable."""
+        key = self.secret()
+        ids = fb.verify(key, token)
+        if ids is None:
+            return self.invalid()
+        language = self._language(ids[0])
+        words = self.words(language)
+        rating = fb.parse_rating(rating_text) if rating_text else None
+        if rating_text and rating is None:
+            return self._refused(token, words, language, "empty", None, comment)
+        try:
+            text = fb.clean_comment(comment)
+        except fb.InvalidAnswer:
+            return self._refused(token, words, language, "too_long", rating, comment)
+        try:
+            with self.engine.begin() as conn:
+                # The request's moment is the answer's (an audit time, as for an unsubscribe).
+                stored = fb.record_answer(
+                    conn,
+                    key,
+                    token,
+                    rating,
+                    None if comment is None else (text or ""),
+                    utcnow(),
+                    self.settings.feedback_low_rating,
+                )
+        except fb.UnknownOrder:
+            return self.invalid()
+        except fb.InvalidAnswer:
+            return self._refused(token, words, language, "empty", rating, comment)
+        body = f"<p id='thanks'>{self._say(words, 'thanks')}</p>"
+        if stored.rating is not None:
+            body += f"<p id='stored'>{self._say(words, 'your_rating', order=stored.order_id, rating=stored.rating)}</p>"
+        if stored.rating is not None and stored.rating <= self.settings.feedback_low_rating:
+            body += f"<p id='sorry'>{self._say(words, 'sorry')}</p>"
+        body += f"<p class='change'>{self._say(words, 'change')}</p>"
+        body += self._comment_form(token, words, stored.rating, stored.comment)
+        return _feedback_page(language, words["title"], body)
+
+
+_FEEDBACK_STYLE = """<style>
+ .stars { font-size: 2rem; color: #d4a72c; margin: 0; letter-spacing: .2rem; }
+ #ratings { border: 0; padding: 0; margin: 1rem 0; } #ratings label.r { margin-right: 1rem; font-size: 1.1rem; }
+ .scale { color: #6e7781; font-size: .85rem; margin: .3rem 0 0; } .scale span { margin-right: 1rem; }
+ textarea { width: 100%; box-sizing: border-box; margin: .4rem 0 1rem; font: inherit; }
+ #status { color: #1a7f37; font-weight: 600; } #error { color: #cf222e; } .change { font-weight: 600; margin-top: 1.5rem; }
+</style>"""
+
+
+def _feedback_page(
+    language: str, title: str, body: str, status: int = 200, nonce: str | None = None
+) -> HTMLResponse:
+    """A feedback page: the unsubscribe page's frame, plus the one inline script its nonce allows."""
+    response = _page(language, title, _FEEDBACK_STYLE + body, status=status)
+    if nonce:
+        # Only this response's own script may run, and it may only post back here.
+        response.headers["Content-Security-Policy"] = (
+            f"default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-{nonce}'; "
+            "connect-src 'self'; form-action 'self'; frame-ancestors 'none'"
+        )
+    return response
+
+
 def create_unsubscribe_app(
     settings: Settings | None = None,
     secret: Callable[[], bytes] = secret_from_env,
@@ -362,7 +674,9 @@ def create_unsubscribe_app(
 ) -> FastAPI:
     """The unsubscribe app. ``secret`` is called per request (a rotated secret needs no restart)."""
     settings = settings or Settings()
-    service = Unsubscriber(settings, secret, engine or engine_for(settings.warehouse))
+    engine = engine or engine_for(settings.warehouse)
+    service = Unsubscriber(settings, secret, engine)
+    answers = FeedbackPages(settings, secret, engine)
     limiter = limiter or RateLimiter(settings.unsubscribe_rate_per_minute)
     app = FastAPI(title="Retention unsubscribe", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -396,8 +710,32 @@ def create_unsubscribe_app(
             )
         return await run_in_threadpool(service.unsubscribe, token)
 
+    _feedback_routes(app, answers)
+
     @app.get("/healthz", response_class=PlainTextResponse)
     def health() -> str:
         return "ok"
 
     return app
+
+
+def _feedback_routes(app: FastAPI, answers: FeedbackPages) -> None:
+    """``GET /feedback`` (a page that records nothing) and ``POST /feedback`` (the answer)."""
+
+    @app.get("/feedback", response_class=HTMLResponse)
+    def feedback_page(token: str = "", rating: str = "") -> HTMLResponse:
+        return answers.page(token, rating)
+
+    @app.post("/feedback", response_class=HTMLResponse)
+    async def feedback_answer(request: Request) -> HTMLResponse:
+        length = request.headers.get("content-length") or "0"
+        if not length.isdigit() or int(length) > FEEDBACK_MAX_BODY:
+            return PlainTextResponse("request body too large", status_code=413, headers=SECURITY_HEADERS)
+        form = await request.form()
+        comment = form.get("comment")
+        return await run_in_threadpool(
+            answers.answer,
+            str(form.get("token") or request.query_params.get("token") or ""),
+            str(form.get("rating") or ""),
+            None if comment is None else str(comment),
+        )
