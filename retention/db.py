@@ -21,11 +21,16 @@ def engine_for(url: str) -> Engine:
     """An engine for a warehouse or source URL.
 
     SQLite files get WAL and a busy timeout, so that parallel Airflow tasks and the
-    delivery DAG can read while a night writes; their folder is created if missing.
+    delivery DAG can read while a night writes; their folder is created if missing. A bare
+    ``postgresql://`` URL is driven by psycopg2, as ``postgresql+psycopg2://``.
     """
     parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        # A bare postgresql:// means psycopg 3 to SQLAlchemy 2.1; the bulk writes here use
+        # psycopg2's execute_values and copy_expert, so the URL names psycopg2 (issue #15).
+        parsed = parsed.set(drivername="postgresql+psycopg2")
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, future=True)
+        return create_engine(parsed, pool_pre_ping=True, future=True)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, future=True, connect_args={"timeout": 60})

@@ -206,6 +206,17 @@ def _client(config: SmtpConfig) -> yagmail.SMTP:
     )
 
 
+def _no_delay(smtp: smtplib.SMTP | None) -> None:
+    """Send each SMTP line at once (TCP_NODELAY). The end of DATA is written apart from the content
+    on purpose (see :func:`_transmit`); with Nagle's algorithm on, that small last write waits for
+    the server's delayed ACK of the content, about 40 ms a message on Linux: 20 messages a second
+    instead of hundreds (measured by ``make bench``, issue #15)."""
+    sock = getattr(smtp, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class SmtpUnavailable(ConnectionError):
     """The SMTP server cannot be reached at all (down, refused, TLS or login failure)."""
 
@@ -282,6 +293,7 @@ class SmtpSession:
         except (smtplib.SMTPException, OSError) as exc:
             client.is_closed = True  # nothing to QUIT; keeps yagmail's __del__ quiet
             raise SmtpUnavailable(f"cannot open an SMTP session with {self.config!r}: {exc}") from exc
+        _no_delay(client.smtp)
         self._client = client
         self.opened += 1
 

@@ -587,6 +587,17 @@ def test_smtp_session_is_reused_until_the_server_drops_it(sink) -> None:
     assert not session.is_open
 
 
+def test_the_session_sends_each_line_at_once_without_nagle(sink) -> None:
+    """The end of DATA is a small write of its own: with Nagle's algorithm on, it waits for the
+    server's delayed ACK (about 40 ms a message; ``make bench`` measured 20 msg/s, 374 without)."""
+    import socket
+
+    with SmtpSession(SmtpConfig(host="127.0.0.1", port=sink.port, timeout=5)) as session:
+        session.open()
+        sock = session._client.smtp.sock  # noqa: SLF001 - the socket is what this test is about
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
 def test_lanes_bound_the_parallel_sessions_and_cover_every_batch() -> None:
     batches = [{"ids": [n], "rate": 1.0} for n in range(7)]
     lanes = in_lanes(batches, 3)
