@@ -16,7 +16,10 @@ be told, per recipient, to:
 * ``STORE-HANG``: keep the whole message and never reply, until the client gives up
   (its timeout) and closes the connection;
 * be ``down``: :meth:`FaultySink.down` stops listening, :meth:`FaultySink.up` listens again
-  on the same port.
+  on the same port;
+* be slow: with ``reply_delay`` seconds, every accepted message is kept at once and its
+  ``250`` written that much later (a provider that scans content before it answers), so a
+  test can catch a message in the middle of its sending.
 
 A fault applies ``times`` times (default: for ever) and then the recipient is served
 normally, which is how a test plays "the server recovered". Every SMTP command the server
@@ -26,6 +29,7 @@ counts connections (to check that a batch reuses one session).
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -60,6 +64,7 @@ class Fault:
 class _FaultHandler(_Handler):
     faults: dict[str, Fault] = field(default_factory=dict)
     events: list[tuple[str, str]] = field(default_factory=list)  # (recipient, what happened)
+    reply_delay: float = 0.0  # seconds between keeping a message and answering 250
 
     def _fault(self, address: str, stage: str) -> Fault | None:
         with self.lock:
@@ -94,7 +99,10 @@ class _FaultHandler(_Handler):
                 return f"{fault.code} {_TEXT.get(fault.code, 'refused by test')}"
         for address in envelope.rcpt_tos:
             self._note(address, "DATA 250")
-        return await super().handle_DATA(server, session, envelope)
+        reply = await super().handle_DATA(server, session, envelope)
+        if self.reply_delay:
+            await asyncio.sleep(self.reply_delay)  # the slow provider itself, not a test waiting
+        return reply
 
 
 _TEXT = {
@@ -169,9 +177,9 @@ class FaultySink(MailSink):
     ``logins`` (login -> password): the server requires AUTH, as :class:`MailSink`.
     """
 
-    def __init__(self, port: int = 0, logins: dict[str, str] | None = None) -> None:
+    def __init__(self, port: int = 0, logins: dict[str, str] | None = None, reply_delay: float = 0.0) -> None:
         super().__init__(port, logins=logins)
-        self.handler = _FaultHandler(None)
+        self.handler = _FaultHandler(None, reply_delay=reply_delay)
         self._sessions: Counter = Counter()
         self.controller = self._controller(self.controller.port)
         self._running = False

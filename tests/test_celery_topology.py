@@ -26,6 +26,7 @@ from retention.delivery import resolve_unknown
 from tests.celery_topology import celery_topology, poll
 from tests.conftest import PG_URL, _drop_pg_database, _fresh_pg_database
 from tests.shop import Shop
+from tests.smtp_faults import FaultySink
 
 pytestmark = [pytest.mark.airflow, pytest.mark.postgres]
 
@@ -121,6 +122,15 @@ def _rendered_from(warehouse_url: str, night: dt.date) -> dict[str, set[tuple[st
     for subject, version, variant in rows:
         out["b" if variant == "b" else "a"].add((subject.split("!")[0], version))
     return out
+
+
+@pytest.fixture
+def mail_sink():
+    """This module's SMTP server keeps each message at once and answers its 250 half a second later.
+    A message sent to loopback is otherwise "sending" for about a millisecond (the client writes
+    with TCP_NODELAY): too short for the test to find the worker sending it."""
+    with FaultySink(reply_delay=0.5) as sink:
+        yield sink
 
 
 @pytest.fixture
