@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Engine, Table, delete, func, select
 
-from retention import schema
+from retention import rule_counts, schema
 from retention.db import insert_ignore
 from retention.unsubscribe import email_hash
 
@@ -62,6 +62,10 @@ BY_CUSTOMER_ID: tuple[Table, ...] = (
     # Answers from the public app (retention.feedback): what the person said about their orders.
     schema.feedback,
     schema.feedback_followups,
+    # What the product rules were counted from (retention.rule_counts): taken out of the counts
+    # by forget() before these rows go.
+    schema.rule_first_purchases,
+    schema.rule_basket_items,
 )
 #: Tables that hold a person through another key (see the module docs).
 THROUGH_OTHER_KEYS: tuple[Table, ...] = (schema.stg_order_items, schema.delivery_attempts, schema.quarantine)
@@ -80,6 +84,13 @@ NO_PERSON: tuple[Table, ...] = (
     schema.churn_fits,
     schema.churn_scores,
     schema.product_rules,
+    schema.rule_pair_counts,  # counts of pairs, products and customers: no person in them
+    schema.rule_item_counts,
+    schema.rule_totals,
+    schema.rule_product_categories,
+    schema.rule_category_pairs,
+    schema.rule_category_choices,
+    schema.rule_category_buyers,
     schema.segment_report,
     schema.template_versions,  # message wording and the staff member who saved it, no customer
 )
@@ -357,7 +368,9 @@ def _find(conn: Connection, kind: str, value: object) -> _Person:
             break
     box = schema.outbox
     for part in _chunks(person.customer_ids):
-        person.outbox_ids |= set(conn.execute(select(box.c.outbox_id).where(box.c.customer_id.in_(part))).scalars())
+        person.outbox_ids |= set(
+            conn.execute(select(box.c.outbox_id).where(box.c.customer_id.in_(part))).scalars()
+        )
     if not person.quarantine_ids and not any(_exists(conn, i) for i in person.customer_ids):
         person.customer_ids = set()  # nothing holds them (or they were forgotten already)
     return person
@@ -405,6 +418,8 @@ def forget(warehouse: Engine, who: str, erased_on: dt.date) -> Erasure:
                     "in the warehouse, and none was forgotten here: nothing to do"
                 )
             return Erasure(already_forgotten=True, erased_on=earlier)
+        # The person's purchases leave the rules' counts (and then their rows go, below).
+        rule_counts.forget(conn, sorted(person.customer_ids))
         removed = {
             "delivery_attempts": _delete(conn, schema.delivery_attempts, "outbox_id", person.outbox_ids),
             "stg_order_items": _delete(conn, schema.stg_order_items, "order_id", person.order_ids),
@@ -420,6 +435,8 @@ def forget(warehouse: Engine, who: str, erased_on: dt.date) -> Erasure:
         insert_ignore(conn, schema.erasures, tombstones, ("identity_hash",))
         # The suppression list is what every send checks (by the address's plain hash, as for an
         # unsubscribe or a bounce): a message already handed to a sender cannot reach them either.
-        suppressed = [{"email_hash": email_hash(e), "reason": "erased", "night": erased_on} for e in person.emails]
+        suppressed = [
+            {"email_hash": email_hash(e), "reason": "erased", "night": erased_on} for e in person.emails
+        ]
         insert_ignore(conn, schema.suppression, suppressed, ("email_hash",))
     return Erasure(removed=removed, tombstones=len(tombstones), erased_on=erased_on)

@@ -149,7 +149,30 @@ def extract(
         results[name] = _extract_table(
             source_engine, warehouse, name, night, run_id, settings, lower, tombstones
         )
+    _refresh_statistics(warehouse, results)
     return ExtractResult(results)
+
+
+def _refresh_statistics(warehouse: Engine, results: dict[str, TableResult]) -> None:
+    """PostgreSQL: ``analyze`` a staging table that tonight's load changed by more than a tenth.
+
+    Autovacuum analyses a table some time after a bulk load, often after the night's later stages
+    planned their queries with the empty table's statistics: measured at 100k customers, the
+    changed customers' order lines were read by scanning all 1M lines (0.57 s) where the index
+    serves them (issue #15). An ordinary night's 1 % leaves the statistics as they are.
+    """
+    if warehouse.dialect.name != "postgresql":
+        return
+    with warehouse.begin() as conn:
+        for name, result in results.items():
+            table = schema.STAGING[name].name
+            counted = conn.execute(
+                text("select reltuples from pg_class where relname = :table"), {"table": table}
+            ).scalar()
+            written = result.loaded + result.recovered
+            if written and (counted is None or written > 0.1 * max(counted, 0)):
+                conn.execute(text(f"analyze {table}"))
+                log.info("%s: statistics refreshed after %d rows", table, written)
 
 
 def _lower_bound(warehouse: Engine, name: str, night: Night, full_refresh: bool) -> dt.datetime | None:
@@ -192,7 +215,9 @@ def _source_rows(
             yield [dict(row) for row in partition]
 
 
-def _count_source_rows(source_engine: Engine, name: str, lower: dt.datetime | None, upper: dt.datetime) -> int:
+def _count_source_rows(
+    source_engine: Engine, name: str, lower: dt.datetime | None, upper: dt.datetime
+) -> int:
     """How many rows the window holds (for the progress lines; the read itself streams)."""
     table: Table = source.metadata.tables[name]
     query = select(func.count()).select_from(table).where(table.c.updated_at < upper)
@@ -233,7 +258,9 @@ def _extract_table(
         result.quarantined.update(v.rule for _, v in chunk.bad)
         progress.advance(len(rows))
     progress.finish()
-    log.info("extract %s: %d rows read, %d loaded, %d quarantined", name, result.read, result.loaded, result.bad)
+    log.info(
+        "extract %s: %d rows read, %d loaded, %d quarantined", name, result.read, result.loaded, result.bad
+    )
     result.recovered = _retry_orphans(source_engine, warehouse, name, night, run_id, settings, tombstones)
     _advance_watermark(warehouse, name, night)
     return result
@@ -383,7 +410,9 @@ def _check_references(conn: Connection, name: str, chunk: _Chunk) -> None:
         parent_table = schema.STAGING[parent]
         parent_key = parent_table.c[schema.STAGING_KEYS[parent]]
         if parent == "orders":  # the lines' customers too, for _record_changed_customers
-            rows = conn.execute(select(parent_key, parent_table.c.customer_id).where(_among(conn, parent_key, ids)))
+            rows = conn.execute(
+                select(parent_key, parent_table.c.customer_id).where(_among(conn, parent_key, ids))
+            )
             chunk.order_customers = dict(rows.all())
             known = set(chunk.order_customers)
         else:

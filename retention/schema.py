@@ -281,6 +281,86 @@ product_rules = Table(
     UniqueConstraint("kind", "antecedent_product_id", "consequent_product_id", name="uq_product_rules_pair"),
 )
 
+# What the rules are counted from (issue #15), kept between nights so that a night counts only
+# its changed customers' pairs (retention/rule_counts.py): per customer the first purchase of
+# each product, per basket (placed order) its kept products; the pair, product and total counts
+# they add up to. Rebuilt from staging with every full rebuild of the recommendations.
+rule_first_purchases = Table(
+    "rule_first_purchases",
+    metadata,
+    Column("customer_id", Id, primary_key=True, autoincrement=False),
+    Column("product_id", Id, primary_key=True, autoincrement=False),
+    Column("first_at", DateTime, nullable=False),
+    Index("ix_rule_first_purchases_product", "product_id"),  # the buyers of a re-categorised product
+)
+
+rule_basket_items = Table(
+    "rule_basket_items",
+    metadata,
+    Column("order_id", Id, primary_key=True, autoincrement=False),
+    Column("product_id", Id, primary_key=True, autoincrement=False),
+    Column("customer_id", Id, nullable=False),
+    Index("ix_rule_basket_items_customer", "customer_id"),
+)
+
+rule_pair_counts = Table(
+    "rule_pair_counts",
+    metadata,
+    Column("kind", String(16), primary_key=True),  # next_purchase (customers), accessory (baskets)
+    Column("antecedent_product_id", Id, primary_key=True, autoincrement=False),
+    Column("consequent_product_id", Id, primary_key=True, autoincrement=False),
+    Column("pairs", Integer, nullable=False),
+)
+
+rule_item_counts = Table(
+    "rule_item_counts",
+    metadata,
+    Column("kind", String(16), primary_key=True),
+    Column("product_id", Id, primary_key=True, autoincrement=False),
+    Column("holders", Integer, nullable=False),  # buyers (next_purchase) or baskets (accessory) with it
+)
+
+rule_totals = Table(
+    "rule_totals",
+    metadata,
+    Column("kind", String(16), primary_key=True),
+    Column("total", Integer, nullable=False),  # customers with a purchase, or baskets
+)
+
+# The category rules' counts (kind next_category): per pair of categories the customers who first
+# bought in one and later in the other, which products those customers chose first in the later
+# one, the buyers per category, and each product's category as counted (to see re-categorisations).
+rule_product_categories = Table(
+    "rule_product_categories",
+    metadata,
+    Column("product_id", Id, primary_key=True, autoincrement=False),
+    Column("category", String(64), nullable=False),
+)
+
+rule_category_pairs = Table(
+    "rule_category_pairs",
+    metadata,
+    Column("antecedent_category", String(64), primary_key=True),
+    Column("consequent_category", String(64), primary_key=True),
+    Column("pairs", Integer, nullable=False),
+)
+
+rule_category_choices = Table(
+    "rule_category_choices",
+    metadata,
+    Column("antecedent_category", String(64), primary_key=True),
+    Column("consequent_category", String(64), primary_key=True),
+    Column("product_id", Id, primary_key=True, autoincrement=False),
+    Column("choosers", Integer, nullable=False),
+)
+
+rule_category_buyers = Table(
+    "rule_category_buyers",
+    metadata,
+    Column("category", String(64), primary_key=True),
+    Column("buyers", Integer, nullable=False),
+)
+
 recommendations = Table(
     "recommendations",
     metadata,
@@ -303,7 +383,9 @@ segment_report = Table(
     ),  # rfm_segment, abc_class, lifecycle_phase, transition, abc_comparison
     Column("value", String(64), primary_key=True),
     Column("customers", Integer, nullable=False),
-    Column("metric", Numeric(24, 4).with_variant(Numeric(14, 4), "sqlite")),  # see Total  # dimension-specific figure (e.g. orders per customer)
+    Column(
+        "metric", Numeric(24, 4).with_variant(Numeric(14, 4), "sqlite")
+    ),  # see Total  # dimension-specific figure (e.g. orders per customer)
 )
 
 # --- occasions and messages ----------------------------------------------------------------------

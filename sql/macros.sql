@@ -48,3 +48,23 @@ and {{ column }} in (select customer_id from changed_customers where night = {{ 
 {% macro year_month(column) -%}
 {%- if dialect == "postgresql" -%}to_char({{ column }}, 'YYYY-MM'){%- else -%}strftime('%Y-%m', {{ column }}){%- endif -%}
 {%- endmacro %}
+
+{#- The kept pair counts of one product-level rule kind (retention/rule_counts.py), with each
+    side's count of holders (buyers or baskets) named `antecedent_<holders>` and
+    `consequent_<holders>`: the `pairs` CTE of a model run with the flag from_counts. -#}
+{% macro counted_pairs(kind, holders) -%}
+select
+    counted.antecedent_product_id,
+    counted.consequent_product_id,
+    counted.pairs,
+    antecedent.holders as antecedent_{{ holders }},
+    consequent.holders as consequent_{{ holders }}
+from rule_pair_counts as counted
+inner join rule_item_counts as antecedent
+    on antecedent.kind = counted.kind
+    and antecedent.product_id = counted.antecedent_product_id
+inner join rule_item_counts as consequent
+    on consequent.kind = counted.kind
+    and consequent.product_id = counted.consequent_product_id
+where counted.kind = '{{ kind }}'
+{%- endmacro %}

@@ -29,6 +29,11 @@
   of k*(k-1) rows (k = distinct products of the basket); baskets are small, so this is
   a small multiple of the number of order lines.
 
+  With the flag from_counts (the nightly run), the pair, basket and total counts are read from
+  rule_pair_counts, rule_item_counts and rule_totals, which retention/rule_counts.py keeps up to
+  date night by night from the same definitions as the CTEs below (issue #15); without it they
+  are counted here from the whole history (full rebuild checks, offline evaluation).
+
   Params: night (date), min_pairs (int), min_confidence (float), rule_id_offset (int:
   rule ids continue after those of the other kind, so both kinds share the table); with the
   flag before_cutoff, cutoff (timestamp): only orders before it (offline evaluation).
@@ -36,6 +41,17 @@
 {% macro before_cutoff_only() -%}
 {%- if before_cutoff | default(false) -%}and orders.ordered_at < {{ ts("cutoff") }}{%- endif -%}
 {%- endmacro %}
+{% if from_counts | default(false) -%}
+with pairs as (
+    {{ counted_pairs("accessory", "baskets") }}
+),
+
+basket_total as (
+    select total as baskets
+    from rule_totals
+    where kind = 'accessory'
+),
+{%- else %}
 with basket_items as (
     -- one row per (basket, product): a product twice in one order is one occurrence
     select distinct
@@ -83,6 +99,7 @@ pairs as (
         and other.product_id <> this.product_id
     group by this.product_id, other.product_id
 ),
+{%- endif %}
 
 measured as (
     select

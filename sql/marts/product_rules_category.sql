@@ -34,12 +34,38 @@
   Cost: one row per (customer, category) before the self-join, so customers x
   categories-per-customer^2 / 2 pair rows; then one row per (product of CA, rule of CA).
 
+  With the flag from_counts (the nightly run), the pair, buyer, customer and first-choice counts
+  are read from rule_category_pairs, rule_category_buyers, rule_totals and rule_category_choices,
+  which retention/rule_counts.py keeps up to date night by night from the same definitions as
+  the CTEs below (issue #15); without it they are counted here from the whole history.
+
   Params: night (date), min_pairs (int), min_confidence (float), rule_id_offset (int); with
   the flag before_cutoff, cutoff (timestamp): only orders before it (offline evaluation).
 -#}
 {% macro before_cutoff_only() -%}
 {%- if before_cutoff | default(false) -%}and orders.ordered_at < {{ ts("cutoff") }}{%- endif -%}
 {%- endmacro %}
+{% if from_counts | default(false) -%}
+with pairs as (
+    select
+        counted.antecedent_category,
+        counted.consequent_category,
+        counted.pairs,
+        antecedent.buyers as antecedent_buyers,
+        consequent.buyers as consequent_buyers
+    from rule_category_pairs as counted
+    inner join rule_category_buyers as antecedent
+        on antecedent.category = counted.antecedent_category
+    inner join rule_category_buyers as consequent
+        on consequent.category = counted.consequent_category
+),
+
+customer_total as (
+    select total as customers
+    from rule_totals
+    where kind = 'next_category'
+),
+{%- else %}
 with purchases as (
     select
         orders.customer_id,
@@ -107,6 +133,7 @@ pairs as (
     from customer_pairs
     group by antecedent_category, consequent_category
 ),
+{%- endif %}
 
 measured as (
     select
@@ -131,6 +158,13 @@ kept as (
       and lift > 1
 ),
 
+{% if from_counts | default(false) -%}
+first_choices as (
+    -- per category pair (the kept ones are picked in expanded)
+    select antecedent_category, consequent_category, product_id, choosers
+    from rule_category_choices
+),
+{%- else %}
 first_choices as (
     -- per kept category pair: the products its customers bought at their first purchase in CB
     select
@@ -148,6 +182,7 @@ first_choices as (
         and purchases.ordered_at = customer_pairs.later_at
     group by customer_pairs.antecedent_category, customer_pairs.consequent_category, purchases.product_id
 ),
+{%- endif %}
 
 chosen as (
     select antecedent_category, consequent_category, product_id

@@ -25,6 +25,11 @@
   the customer), i.e. customers x products-per-customer^2 / 2; repeat purchases of the
   same product and the number of orders do not add to it.
 
+  With the flag from_counts (the nightly run), the pair, buyer and customer counts are read
+  from rule_pair_counts, rule_item_counts and rule_totals, which retention/rule_counts.py keeps
+  up to date night by night from the same definitions as the CTEs below (issue #15); without
+  it they are counted here from the whole history (full rebuild checks, offline evaluation).
+
   Params: night (date), min_pairs (int), min_confidence (float), rule_id_offset (int:
   rule ids continue after those of the other kind, so both kinds share the table); with the
   flag before_cutoff, cutoff (timestamp): only orders before it (offline evaluation).
@@ -32,6 +37,17 @@
 {% macro before_cutoff_only() -%}
 {%- if before_cutoff | default(false) -%}and orders.ordered_at < {{ ts("cutoff") }}{%- endif -%}
 {%- endmacro %}
+{% if from_counts | default(false) -%}
+with pairs as (
+    {{ counted_pairs("next_purchase", "buyers") }}
+),
+
+customer_total as (
+    select total as customers
+    from rule_totals
+    where kind = 'next_purchase'
+),
+{%- else %}
 with purchases as (
     select
         orders.customer_id,
@@ -88,6 +104,7 @@ pairs as (
     -- strictly later first purchase implies a different product, so A <> B holds by construction
     group by earlier.product_id, later.product_id
 ),
+{%- endif %}
 
 measured as (
     select
