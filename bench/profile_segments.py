@@ -11,17 +11,13 @@ timed one by one. It changes no code path; it only measures.
 
 from __future__ import annotations
 
-import argparse
 import cProfile
-import datetime as dt
 import io
-import os
 import pstats
 import time
-from pathlib import Path
 
+from bench import kept
 from retention import segments
-from retention.night import night_for_date
 from retention.pipeline import warehouse_engine
 from retention.settings import Settings
 
@@ -49,15 +45,10 @@ def _steps(settings: Settings, night) -> list[tuple[str, float]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--home", type=Path, required=True, help="the folder bench.run --keep kept")
-    parser.add_argument("--warehouse-url", help="default: the SQLite warehouse in --home")
-    parser.add_argument("--night", type=dt.date.fromisoformat, default=dt.date(2026, 11, 27))
+    parser = kept.parser(__doc__)
     parser.add_argument("--top", type=int, default=30)
     args = parser.parse_args(argv)
-    os.environ.setdefault("RETENTION_UNSUBSCRIBE_SECRET", "bench-only-unsubscribe-secret-0123456789")
-    settings = Settings(home=args.home, warehouse_url=args.warehouse_url)
-    night = night_for_date(args.night, settings.time_zone)
+    settings, night = kept.settings_and_night(args)
     profiler = cProfile.Profile()
     profiler.enable()
     timings = _steps(settings, night)

@@ -17,18 +17,15 @@ warehouse is left as it was.
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
-import os
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from sqlalchemy import Connection, func, select
 
+from bench import kept
 from retention import rule_counts, schema
-from retention.night import Night, night_for_date
+from retention.night import Night
 from retention.pipeline import warehouse_engine
 from retention.recommend import build_rules
 from retention.settings import Settings
@@ -63,15 +60,10 @@ def _ways(settings: Settings, night: Night) -> dict[str, Callable[[Connection], 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--home", type=Path, required=True, help="the folder bench.run --keep kept")
-    parser.add_argument("--warehouse-url", help="default: the SQLite warehouse in --home")
-    parser.add_argument("--night", type=dt.date.fromisoformat, default=dt.date(2026, 11, 27))
+    parser = kept.parser(__doc__)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
-    os.environ.setdefault("RETENTION_UNSUBSCRIBE_SECRET", "bench-only-unsubscribe-secret-0123456789")
-    settings = Settings(home=args.home, warehouse_url=args.warehouse_url)
-    night = night_for_date(args.night, settings.time_zone)
+    settings, night = kept.settings_and_night(args)
     with warehouse_engine(settings.warehouse).connect() as conn:
         changed = conn.execute(
             select(func.count()).where(schema.changed_customers.c.night == night.date)

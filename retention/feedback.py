@@ -61,6 +61,7 @@ if TYPE_CHECKING:  # the mailer imports yagmail: only the function that sends ne
 
 __all__ = [
     "COMMENT_MAX_CHARS",
+    "FOLLOWUP_COLUMNS",
     "PURPOSE",
     "RATINGS",
     "Answer",
@@ -386,16 +387,18 @@ def _followup_message(row: dict, settings: Settings, sent_at: dt.datetime) -> Em
     return msg
 
 
+#: What a follow-up says about the answer behind it (the service mail, the Retention page).
+FOLLOWUP_COLUMNS = tuple(
+    schema.feedback_followups.c[name]
+    for name in ("followup_id", "customer_id", "order_id", "rating", "comment", "created_at")
+)
+
+
 def _pending(conn: Connection, limit: int) -> list[dict]:
     fu, c = schema.feedback_followups, schema.stg_customers
     query = (
         select(
-            fu.c.followup_id,
-            fu.c.customer_id,
-            fu.c.order_id,
-            fu.c.rating,
-            fu.c.comment,
-            fu.c.created_at,
+            *FOLLOWUP_COLUMNS,
             c.c.first_name,
             c.c.last_name,
             c.c.email,

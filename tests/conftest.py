@@ -80,14 +80,19 @@ def mail_sink(tmp_path: Path) -> Iterator[MailSink]:
         yield sink
 
 
-@pytest.fixture
-def settings(tmp_path: Path, warehouse_url: str) -> Settings:
+def shop_settings(home: Path, warehouse_url: str) -> Settings:
+    """A Berlin shop whose source is the SQLite file ``shop.db`` in ``home`` (tests/shop.py)."""
     return Settings(
-        home=tmp_path,
+        home=home,
         warehouse_url=warehouse_url,
-        source_url=f"sqlite:///{tmp_path / 'shop.db'}",
+        source_url=f"sqlite:///{home / 'shop.db'}",
         time_zone="Europe/Berlin",
     )
+
+
+@pytest.fixture
+def settings(tmp_path: Path, warehouse_url: str) -> Settings:
+    return shop_settings(tmp_path, warehouse_url)
 
 
 @pytest.fixture

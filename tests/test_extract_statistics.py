@@ -11,7 +11,7 @@ from sqlalchemy import func, select, text
 
 from retention import schema
 from retention.pipeline import warehouse_engine
-from retention.settings import Settings
+from tests.conftest import shop_settings
 from tests.test_rule_counts import START, _night, _RandomShop
 
 
@@ -33,12 +33,7 @@ def _counts(engine) -> dict[str, int]:
 
 @pytest.mark.postgres
 def test_a_first_night_analyses_staging_and_an_ordinary_night_does_not(tmp_path, pg_database) -> None:
-    settings = Settings(
-        home=tmp_path,
-        warehouse_url=pg_database,
-        source_url=f"sqlite:///{tmp_path / 'shop.db'}",
-        time_zone="Europe/Berlin",
-    )
+    settings = shop_settings(tmp_path, pg_database)
     shop = _RandomShop(settings, 17)
     engine = warehouse_engine(settings.warehouse)
     shop.day(START, new_customers=20, new_orders=200)

@@ -23,8 +23,8 @@ from retention import erasure, rule_counts, schema, source
 from retention.night import Night, night_for_date
 from retention.pipeline import stage_extract, stage_facts, stage_migrate, warehouse_engine
 from retention.recommend import build_recommendations, build_rules
-from retention.settings import Settings
 from tests.celery_topology import poll
+from tests.conftest import shop_settings
 from tests.shop import Shop
 
 START = dt.date(2026, 3, 2)
@@ -360,12 +360,7 @@ def test_erasure_takes_the_person_out_of_the_counts(settings) -> None:
 def test_two_runs_of_a_night_at_once_count_it_once(tmp_path, pg_database) -> None:
     """A second run of the same night (a manual CLI run beside Airflow's) waits for the first's
     counts, then finds nothing left to add: PostgreSQL serialises the two on rule_totals."""
-    settings = Settings(
-        home=tmp_path,
-        warehouse_url=pg_database,
-        source_url=f"sqlite:///{tmp_path / 'shop.db'}",
-        time_zone="Europe/Berlin",
-    )
+    settings = shop_settings(tmp_path, pg_database)
     shop = _RandomShop(settings, 13)
     engine = warehouse_engine(settings.warehouse)
     shop.day(START, new_customers=10, new_orders=30)

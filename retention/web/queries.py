@@ -39,6 +39,7 @@ from scipy.stats import binomtest
 from sqlalchemy import Connection, Date, Engine, and_, case, cast, func, select
 
 from retention import schema
+from retention.feedback import FOLLOWUP_COLUMNS
 from retention.registry import names as occasion_names
 from retention.sqlmodels import select_model
 from retention.unsubscribe import MESSAGE_KINDS, email_hash
@@ -630,15 +631,7 @@ def open_followups(conn: Connection, limit: int = 200) -> list[dict]:
     return [
         dict(r)
         for r in conn.execute(
-            select(
-                fu.c.followup_id,
-                fu.c.customer_id,
-                fu.c.order_id,
-                fu.c.rating,
-                fu.c.comment,
-                fu.c.created_at,
-                fu.c.mailed_at,
-            )
+            select(*FOLLOWUP_COLUMNS, fu.c.mailed_at)
             .where(fu.c.status == "open")
             .order_by(fu.c.created_at.desc(), fu.c.followup_id.desc())
             .limit(limit)
