@@ -55,12 +55,13 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 
-from sqlalchemy import ColumnElement, Connection, Engine, and_, func, inspect, or_, select
+from sqlalchemy import ColumnElement, Connection, Engine, String, and_, func, inspect, literal, or_, select
 
 from retention import schema
 from retention.db import engine_for, insert_ignore
@@ -529,10 +530,15 @@ def _machine() -> str:
 
 
 def _unwanted(conn: Connection, row: dict) -> str | None:
-    """Consent and suppression, checked again at send time: the reason not to send, if any."""
+    """Consent and suppression, checked again at send time: the reason not to send, if any.
+
+    One query: the customer with the suppression of the row's address joined on (issue 15).
+    """
     cust, supp = schema.stg_customers, schema.suppression
     customer = conn.execute(
-        select(cust.c.email, cust.c.marketing_consent).where(cust.c.customer_id == row["customer_id"])
+        select(cust.c.email, cust.c.marketing_consent, supp.c.reason)
+        .select_from(cust.outerjoin(supp, supp.c.email_hash == literal(email_hash(row["email"]), String)))
+        .where(cust.c.customer_id == row["customer_id"])
     ).first()
     if customer is None:
         return "customer no longer known (erased?)"
@@ -540,14 +546,27 @@ def _unwanted(conn: Connection, row: dict) -> str | None:
         return "address changed since rendering"
     if not customer.marketing_consent:
         return "marketing consent withdrawn since rendering"
-    suppressed = conn.execute(
-        select(supp.c.reason).where(supp.c.email_hash == email_hash(row["email"]))
-    ).scalar()
-    return f"address suppressed ({suppressed})" if suppressed else None
+    return f"address suppressed ({customer.reason})" if customer.reason else None
+
+
+@contextmanager
+def _transaction(bind: Engine | Connection) -> Iterator[Connection]:
+    """A transaction on a connection of its own (an engine) or on the batch's connection.
+
+    A batch keeps one connection for all its messages: taking one from the pool per step
+    cost a ``pool_pre_ping`` round trip each, three per message (issue 15). A connection that
+    drops is invalidated by SQLAlchemy and reconnects on its next use.
+    """
+    if isinstance(bind, Engine):
+        with bind.begin() as conn:
+            yield conn
+    else:
+        with bind.begin():
+            yield bind
 
 
 def _claim(
-    warehouse: Engine,
+    warehouse: Engine | Connection,
     outbox_id: int,
     owner: str,
     until: dt.datetime,
@@ -556,20 +575,25 @@ def _claim(
 ) -> dict | None:
     """Take the row if it is still queued and due; cancel it in the same breath if unwanted."""
     box, att = schema.outbox, schema.delivery_attempts
-    with warehouse.begin() as conn:
-        claimed = conn.execute(
-            box.update()
-            .where(box.c.outbox_id == outbox_id, _due_clause(until))
-            .values(
-                status="sending",
-                lease_owner=owner,
-                lease_expires_at=now + dt.timedelta(seconds=policy.lease_seconds),
-                attempts=box.c.attempts + 1,
+    with _transaction(warehouse) as conn:
+        claimed = (
+            conn.execute(
+                box.update()
+                .where(box.c.outbox_id == outbox_id, _due_clause(until))
+                .values(
+                    status="sending",
+                    lease_owner=owner,
+                    lease_expires_at=now + dt.timedelta(seconds=policy.lease_seconds),
+                    attempts=box.c.attempts + 1,
+                )
+                .returning(*box.c)
             )
-        ).rowcount
-        if claimed != 1:
+            .mappings()
+            .all()
+        )
+        if len(claimed) != 1:
             return None  # another sender has it, or it is no longer due
-        row = dict(conn.execute(select(box).where(box.c.outbox_id == outbox_id)).mappings().one())
+        row = dict(claimed[0])
         reason = _unwanted(conn, row)
         if reason:
             conn.execute(
@@ -592,10 +616,10 @@ def _claim(
     return row
 
 
-def _begin_attempt(warehouse: Engine, row: dict, owner: str, now: dt.datetime) -> int:
+def _begin_attempt(warehouse: Engine | Connection, row: dict, owner: str, now: dt.datetime) -> int:
     """The evidence that SMTP is about to begin, committed before the first command."""
     att = schema.delivery_attempts
-    with warehouse.begin() as conn:
+    with _transaction(warehouse) as conn:
         result = conn.execute(
             att.insert().values(
                 outbox_id=row["outbox_id"], attempt=row["attempts"], lease_owner=owner, started_at=now
@@ -617,7 +641,7 @@ def _fate(reply: Reply, attempts: int, policy: DeliveryPolicy) -> str:
 
 
 def _mark(
-    warehouse: Engine,
+    warehouse: Engine | Connection,
     row: dict,
     attempt_id: int,
     owner: str,
@@ -638,7 +662,7 @@ def _mark(
         # As for a crash: the lease owner stays on the row to name the process that sent it.
         "unknown": {"status": "unknown"},
     }[fate]
-    with warehouse.begin() as conn:
+    with _transaction(warehouse) as conn:
         conn.execute(
             att.update()
             .where(att.c.attempt_id == attempt_id)
@@ -674,7 +698,7 @@ def _mark(
 class _Batch:
     """What every message of one batch shares."""
 
-    warehouse: Engine
+    warehouse: Engine | Connection  # the batch's own connection while it sends
     session: SmtpSession
     until: dt.datetime
     identity: Identity
@@ -746,7 +770,8 @@ def send_batch(
     )
     limiter = limiter or RateLimiter(policy.rate_per_second if rate is None else rate)
     counts: Counter[str] = Counter()
-    with batch.session:
+    with warehouse.connect() as conn, batch.session:
+        batch.warehouse = conn
         for done, outbox_id in enumerate(ids):
             try:
                 batch.session.open()  # before the claim: with the server down, nothing is touched

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from urllib.parse import quote
 
 import pytest
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, event, insert, select, update
 
 from retention import schema
 from retention.db import engine_for
@@ -197,6 +197,33 @@ def test_due_messages_go_out_once_through_one_session(warehouse_url, sink, run) 
     assert sink.by_message_id() == {row["message_id"]: 1 for row in rows(engine).values()}
     assert run(engine)["sent"] == 0  # a re-run of the slot sends nothing
     assert len(sink.received) == 3
+
+
+def test_a_batch_costs_five_statements_and_one_connection_per_message(warehouse_url, sink) -> None:
+    """The exactly-once bookkeeping in as few round trips as it needs (issue 15): the claim
+    (UPDATE ... RETURNING), the consent and suppression check (one query), the attempt, and
+    the mark (attempt and row), three commits; the batch keeps one pooled connection, so no
+    ``pool_pre_ping`` per step. Counted with SQLAlchemy's events, not timed."""
+    engine = seed_outbox(warehouse_url, 6)
+    ids = [row["outbox_id"] for row in rows(engine).values()]
+    statements, checkouts = [], []
+    event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    event.listen(engine.pool, "checkout", lambda *args: checkouts.append(1))
+    identity = Identity.for_shop(SENDER, SHOP_URL, SECRET)
+    counts = send_batch(
+        engine,
+        SmtpConfig(host="127.0.0.1", port=sink.port, timeout=5),
+        ids,
+        until=UNTIL,
+        identity=identity,
+        policy=FAST,
+    )
+    assert counts == {"sent": 6}
+    assert len(checkouts) == 1
+    writes = [s.split()[0].upper() for s in statements]
+    assert len(statements) == 5 * 6, writes
+    assert writes.count("UPDATE") == 3 * 6 and writes.count("INSERT") == 6 and writes.count("SELECT") == 6
+    assert sink.by_message_id() == {row["message_id"]: 1 for row in rows(engine).values()}
 
 
 def test_message_carries_the_outbox_message_id_and_one_click_headers(warehouse_url, sink, run) -> None:
