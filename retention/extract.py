@@ -42,7 +42,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.types import NullType
 
 from retention import schema, source
-from retention.db import insert_ignore, upsert
+from retention.db import copy_in, insert_ignore, upsert
 from retention.erasure import Tombstones, normal_id
 from retention.night import Night
 from retention.progress import Progress
@@ -524,7 +524,7 @@ def _copy_upsert(conn: Connection, name: str, rows: list[dict], insert_only: tup
     cursor = conn.connection.dbapi_connection.cursor()
     try:
         landing = _landing(cursor, table)
-        _copy_in(cursor, f'COPY "{landing}" ({columns}) FROM STDIN WITH (FORMAT csv)', buffer)
+        copy_in(cursor, f'COPY "{landing}" ({columns}) FROM STDIN WITH (FORMAT csv)', buffer)
         cursor.execute(
             f'INSERT INTO "{table.name}" ({columns}) SELECT {columns} FROM "{landing}" '
             f'ON CONFLICT ("{key}") DO UPDATE SET {updates} '
@@ -533,16 +533,6 @@ def _copy_upsert(conn: Connection, name: str, rows: list[dict], insert_only: tup
         cursor.execute(f'TRUNCATE "{landing}"')  # a second chunk in the same transaction starts empty
     finally:
         cursor.close()
-
-
-def _copy_in(cursor: Any, sql: str, buffer: io.StringIO) -> None:
-    """``COPY ... FROM STDIN`` through psycopg2 (``copy_expert``) or psycopg 3 (``copy``), whichever
-    the URL chose (SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3)."""
-    if hasattr(cursor, "copy_expert"):
-        cursor.copy_expert(sql, buffer)
-        return
-    with cursor.copy(sql) as copy:
-        copy.write(buffer.getvalue())
 
 
 def _clean(name: str, row: dict, night: Night, settings: Settings, initial: bool = False) -> dict:
