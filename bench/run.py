@@ -207,9 +207,67 @@ def _sample_messages(settings: Settings, n: int) -> list[tuple[str, str, str, st
     return [tuple(row) for row in rows] * (n // max(len(rows), 1) + 1)
 
 
-def _deliver(rec: Recorder, settings: Settings, night_day: dt.date) -> dict:
+def _lane_process(
+    home: str, url: str | None, port: int, lane: dict, until: dt.datetime
+) -> tuple[dict, float, float]:
+    """One lane of the delivery DAG in its own process (as a Celery worker runs it): its counts,
+    and when its sending began and ended (wall clock, so that the lanes' times compare)."""
+    from retention.delivery import DeliveryRun, send_lane
+    from retention.mailer import SmtpConfig
+    from retention.unsubscribe import secret_from_env
+
+    settings = _settings(Path(home), url)
+    run = DeliveryRun.from_settings(settings, secret_from_env())
+    engine = warehouse_engine(settings.warehouse)
+    try:
+        began = time.time()
+        counts = send_lane(
+            engine,
+            SmtpConfig("127.0.0.1", port, source="bench sink"),
+            lane,
+            until=until,
+            identity=run.identity,
+            policy=run.policy,
+        )
+        return counts, began, time.time()
+    finally:
+        engine.dispose()
+
+
+def _send_in_lanes(settings: Settings, port: int, until: dt.datetime, lanes: int) -> dict:
+    """What the delivery DAG does: plan the due messages, deal them into lanes, send the lanes
+    in parallel, one process each; the summed counts and ``seconds``, from the first lane's
+    first message to the last lane's end (a Celery worker is up before its task arrives, so
+    starting the processes is not counted)."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from retention.delivery import DeliveryPolicy, in_lanes, plan
+
+    policy = DeliveryPolicy.from_settings(settings)
+    dealt = in_lanes(plan(warehouse_engine(settings.warehouse), until, policy), lanes)
+    counts: dict = {}
+    spans = []
+    with ProcessPoolExecutor(max_workers=len(dealt) or 1, mp_context=get_context("spawn")) as pool:
+        futures = [
+            pool.submit(_lane_process, str(settings.home), settings.warehouse_url, port, lane, until)
+            for lane in dealt
+        ]
+        for future in futures:
+            lane_counts, began, ended = future.result()
+            spans.append((began, ended))
+            for key, n in lane_counts.items():
+                counts[key] = counts.get(key, 0) + n
+    counts["lanes"] = len(dealt)
+    counts["seconds"] = round(max(e for _, e in spans) - min(b for b, _ in spans), 3) if spans else 0
+    return counts
+
+
+def _deliver(rec: Recorder, settings: Settings, night_day: dt.date, lanes: int) -> dict:
     """Send the night's outbox to the sink; messages per second end to end (claim, build, SMTP, mark).
 
+    Half of the messages go out from one process (``retention send``), the other half as the
+    delivery DAG sends them on a Celery executor: dealt into ``lanes`` lanes, one process each.
     ``until`` is the latest send time of the queued messages: the earlier nights' messages, whose
     send windows closed before it, are not due any more, so one night's messages go out.
     """
@@ -230,14 +288,22 @@ def _deliver(rec: Recorder, settings: Settings, night_day: dt.date) -> dict:
     sink, port = _start_sink()
     config = SmtpConfig("127.0.0.1", port, source="bench sink")
     try:
-        # Every queued message at once: no send window (customers in many zones would otherwise
-        # be rolled to the next day), no rate limit; the exactly-once bookkeeping stays on.
+        # No send window (customers in many zones would otherwise be rolled to the next day), no
+        # rate limit; the exactly-once bookkeeping stays on.
         counts = rec.measure(
             "delivery",
             "send",
-            lambda: run.deliver(engine, config, until=until),
-            lambda c: (int(c.get("sent", 0)), "messages sent"),
+            lambda: run.deliver(engine, config, until=until, limit=max(1, queued // 2)),
+            lambda c: (int(c.get("sent", 0)), "messages sent, one process"),
         )
+        one_seconds = rec.rows[-1]["seconds"]
+        in_lanes = rec.measure(
+            "delivery",
+            f"send {lanes} lanes",
+            lambda: _send_in_lanes(settings, port, until, lanes),
+            lambda c: (int(c.get("sent", 0)), f"messages sent, {lanes} processes (their start included)"),
+        )
+        lanes_seconds = in_lanes["seconds"]
         yag = rec.measure(
             "delivery",
             "yagmail baseline",
@@ -248,12 +314,16 @@ def _deliver(rec: Recorder, settings: Settings, night_day: dt.date) -> dict:
         )
     finally:
         received = _stop_sink(sink)
-    seconds = rec.rows[-2]["seconds"]
     return {
         "queued": queued,
         "counts": counts,
         "received_by_sink": received,
-        "per_second": round(counts.get("sent", 0) / seconds, 1) if seconds else None,
+        "per_second": round(counts.get("sent", 0) / one_seconds, 1) if one_seconds else None,
+        "lanes": {
+            "lanes": in_lanes.get("lanes"),
+            "counts": in_lanes,
+            "per_second": round(in_lanes.get("sent", 0) / lanes_seconds, 1) if lanes_seconds else None,
+        },
         "yagmail": yag,
     }
 
@@ -272,8 +342,12 @@ def _summary(rec: Recorder) -> dict:
     first = {row["stage"]: row["seconds"] for row in rec.select("first night")}
     ordinary = _mean_by_stage([r for r in rec.rows if r["phase"].startswith("night ")])
     rebuild = {row["stage"]: row["seconds"] for row in rec.select("full rebuild")}
+    # Without a rebuild (--no-rebuild) the first night, which also computes everything, is the
+    # full cost an ordinary night is compared with.
+    full_reference = "full rebuild" if rebuild else "first night"
+    full_costs = rebuild or first
     inc = sum(ordinary.get(s, 0) for s in INCREMENTAL)
-    full = sum(rebuild.get(s, 0) for s in INCREMENTAL)
+    full = sum(full_costs.get(s, 0) for s in INCREMENTAL)
     return {
         "first_night": first,
         "ordinary_night_mean": ordinary,
@@ -281,16 +355,19 @@ def _summary(rec: Recorder) -> dict:
         "first_night_total_s": round(sum(first.values()), 2),
         "ordinary_night_total_s": round(sum(ordinary.values()), 2),
         "full_rebuild_total_s": round(sum(rebuild.values()), 2),
+        "full_reference": full_reference,
         "incremental_share": round(inc / full, 3) if full else None,
         "incremental_share_by_stage": {
-            s: round(ordinary[s] / rebuild[s], 3) for s in INCREMENTAL if rebuild.get(s)
+            s: round(ordinary[s] / full_costs[s], 3)
+            for s in INCREMENTAL
+            if full_costs.get(s) and s in ordinary
         },
         "peak_mib_max": max(row["peak_mib"] for row in rec.rows),
     }
 
 
 def _print_summary(summary: dict) -> None:
-    print("\nPer stage, seconds (ordinary night: mean of the five):")
+    print("\nPer stage, seconds (ordinary night: mean of the nights run):")
     print(f"  {'stage':16} {'first night':>12} {'ordinary':>10} {'rebuild':>10} {'ord/rebuild':>12}")
     for stage in summary["first_night"]:
         first = summary["first_night"][stage]
@@ -303,7 +380,7 @@ def _print_summary(summary: dict) -> None:
         f"{summary['full_rebuild_total_s']:10.2f}"
     )
     print(
-        f"\nIncremental share (ordinary night's facts+segments+recommendations / full rebuild's): "
+        f"\nIncremental share (ordinary night's facts+segments+recommendations / {summary['full_reference']}'s): "
         f"{summary['incremental_share']}  by stage: {summary['incremental_share_by_stage']}"
     )
 
@@ -316,15 +393,16 @@ def _ratio(ours: float | None, theirs: dict) -> str:
 
 def _print_baselines(summary: dict, peers: dict, delivery: dict) -> None:
     seg_ord = summary["ordinary_night_mean"].get("segments")
-    seg_full = summary["full_rebuild"].get("segments")
+    seg_full = (summary["full_rebuild"] or summary["first_night"]).get("segments")
     print("\nBaselines (ratio = our seconds / theirs; below 1 we are faster):")
     print(
         f"  read staging lines into pandas: {peers.get('read_lines_seconds')} s ({peers.get('lines')} lines)"
     )
     print(f"  segments (ordinary night) vs DuckDB RFM+quintiles: {_ratio(seg_ord, peers['duckdb'])}")
-    print(f"  segments (full rebuild)   vs DuckDB RFM+quintiles: {_ratio(seg_full, peers['duckdb'])}")
+    full = f"({summary['full_reference']})"
+    print(f"  segments {full:16} vs DuckDB RFM+quintiles: {_ratio(seg_full, peers['duckdb'])}")
     print(
-        f"  segments (full rebuild)   vs pymc-marketing rfm_summary+rfm_segments: {_ratio(seg_full, peers['pymc'])}"
+        f"  segments {full:16} vs pymc-marketing rfm_summary+rfm_segments: {_ratio(seg_full, peers['pymc'])}"
     )
     render = peers["render"]
     ours = render["ours"]["per_second"]
@@ -339,6 +417,11 @@ def _print_baselines(summary: dict, peers: dict, delivery: dict) -> None:
             f"  delivery: retention send {delivery['per_second']:,.0f} msg/s end to end "
             f"(claim, build, SMTP, mark) vs yagmail a connection per message {yag:,.0f} msg/s "
             f"(ours / theirs = {delivery['per_second'] / yag:.2f}); rendering alone {ours:,.0f} msg/s"
+        )
+        lanes = delivery["lanes"]
+        print(
+            f"  delivery in {lanes['lanes']} lanes (the delivery DAG's mapped tasks, one process each): "
+            f"{lanes['per_second'] or 0:,.0f} msg/s end to end"
         )
     else:
         print(f"  delivery: {delivery}")
@@ -371,6 +454,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder and scratch database")
     parser.add_argument("--skip-peers", action="store_true", help="no DuckDB / pymc-marketing baselines")
     parser.add_argument("--json", help="write the JSON here instead of bench/results/")
+    parser.add_argument(
+        "--nights",
+        type=int,
+        default=ORDINARY_NIGHTS,
+        help=f"ordinary nights after the first (default {ORDINARY_NIGHTS}; fewer shortens a large run)",
+    )
+    parser.add_argument(
+        "--lanes", type=int, default=2, help="delivery lanes sent in parallel, one process each (default 2)"
+    )
+    parser.add_argument(
+        "--no-rebuild", action="store_true", help="skip the full rebuild of the existing warehouse"
+    )
     return parser
 
 
@@ -379,7 +474,7 @@ def _settings(home: Path, url: str | None) -> Settings:
     return Settings(home=home, warehouse_url=url, delivery_rate_per_second=0)
 
 
-def _peers(rec: Recorder, settings: Settings, customers: int, skip: bool) -> dict:
+def _peers(rec: Recorder, settings: Settings, customers: int, skip: bool, last: dt.date) -> dict:
     peers: dict = {
         "render": rec.measure(
             "baselines", "render ours/jinja2", lambda: baselines.render_rates(settings.templates_path)
@@ -388,9 +483,7 @@ def _peers(rec: Recorder, settings: Settings, customers: int, skip: bool) -> dic
     if skip:
         peers["duckdb"] = peers["pymc"] = {"skipped": "--skip-peers"}
         return peers
-    end = night_for_date(
-        FIRST_NIGHT + dt.timedelta(days=ORDINARY_NIGHTS), settings.time_zone
-    ).window_end_naive
+    end = night_for_date(last, settings.time_zone).window_end_naive
     lines = rec.measure(
         "baselines",
         "read lines",
@@ -428,7 +521,7 @@ def _benchmark(args: argparse.Namespace, customers: int, url: str | None, home: 
     _run_night(rec, settings, FIRST_NIGHT, "first night")
     shop_engine = source_engine(settings.source)
     changes = []
-    for n in range(1, ORDINARY_NIGHTS + 1):
+    for n in range(1, args.nights + 1):
         day = FIRST_NIGHT + dt.timedelta(days=n)
         night = night_for_date(day, settings.time_zone)
         changes.append(
@@ -441,10 +534,11 @@ def _benchmark(args: argparse.Namespace, customers: int, url: str | None, home: 
         )
         _run_night(rec, settings, day, f"night {day:%m-%d}")
     shop_engine.dispose()
-    last = FIRST_NIGHT + dt.timedelta(days=ORDINARY_NIGHTS)
-    _run_night(rec, settings, last, "full rebuild", full=True)
-    peers = _peers(rec, settings, customers, args.skip_peers)
-    delivery = _deliver(rec, settings, last)
+    last = FIRST_NIGHT + dt.timedelta(days=args.nights)
+    if not args.no_rebuild:
+        _run_night(rec, settings, last, "full rebuild", full=True)
+    peers = _peers(rec, settings, customers, args.skip_peers, last)
+    delivery = _deliver(rec, settings, last, args.lanes)
     summary = _summary(rec)
     _print_summary(summary)
     _print_baselines(summary, peers, delivery)
