@@ -356,3 +356,69 @@ def test_judge_scores_names_each_problem_with_its_customers() -> None:
         "negative expected purchases for 5 customers",
         "expected purchases above 1,000,000 for 6 customers",
     ]
+
+
+# ------------------------------------------------------------------------------ the summary
+
+
+def test_the_summary_counts_and_moves_match_a_plain_count(warehouse_url) -> None:
+    """segment_summary reads the snapshot in two grouped scans (issue 15); a plain-Python count of
+    the same random rows, over three nights (moves are against the latest earlier night), with a
+    value outside the known ones and customers who joined or left between the nights."""
+    import random
+    from collections import Counter
+
+    from retention.db import engine_for
+    from retention.segments import ABC_CLASSES, LIFECYCLE_PHASES, RFM_SEGMENTS, segment_summary
+
+    engine = engine_for(warehouse_url)
+    schema.metadata.create_all(engine)
+    rng = random.Random(15)
+    nights = [dt.date(2026, 11, 20), dt.date(2026, 11, 22), dt.date(2026, 11, 23)]
+    columns = {
+        "rfm_segment": RFM_SEGMENTS + ("odd",),
+        "abc_class": ABC_CLASSES,
+        "lifecycle_phase": LIFECYCLE_PHASES,
+    }
+    kept: dict[dt.date, dict[int, dict]] = {}
+    for night in nights:
+        ids = rng.sample(range(1, 400), 300)
+        kept[night] = {
+            cid: {
+                "night": night,
+                "customer_id": cid,
+                "frequency": 1,
+                "monetary": 10,
+                "service_cost_12m": 0,
+                "profit_12m": 0,
+                "unprofitable": rng.random() < 0.2,
+                **{column: rng.choice(values) for column, values in columns.items()},
+            }
+            for cid in ids
+        }
+        with engine.begin() as conn:
+            conn.execute(schema.segment_snapshots.insert(), list(kept[night].values()))
+    with engine.connect() as conn:
+        summaries = {night: segment_summary(conn, night) for night in nights}
+    names = {"rfm": "rfm_segment", "abc": "abc_class", "lifecycle": "lifecycle_phase"}
+    for i, night in enumerate(nights):
+        rows = kept[night]
+        summary = summaries[night]
+        assert summary["customers"] == len(rows)
+        assert summary["unprofitable"] == sum(r["unprofitable"] for r in rows.values())
+        for dimension, column in names.items():
+            expected = Counter(r[column] for r in rows.values())
+            known = {"rfm": RFM_SEGMENTS, "abc": ABC_CLASSES, "lifecycle": LIFECYCLE_PHASES}[dimension]
+            assert list(summary[dimension])[: len(known)] == list(known)  # display order, zeros too
+            assert {k: v for k, v in summary[dimension].items() if v} == dict(expected)
+            if i == 0:
+                assert summary["transitions"][dimension] == {}
+                continue
+            before = kept[nights[i - 1]]
+            moves = Counter(
+                f"{before[cid][column]}->{row[column]}"
+                for cid, row in rows.items()
+                if cid in before and before[cid][column] != row[column]
+            )
+            assert summary["transitions"][dimension] == dict(sorted(moves.items()))
+    engine.dispose()
