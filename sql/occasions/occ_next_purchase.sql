@@ -128,7 +128,10 @@ final as (
           or (snap.abc_class = 'B' and :offer_b = 1)
           or (snap.abc_class = 'C' and :offer_c = 1)
       )
-      and related.customer_id not in (select already_told.customer_id from already_told)
+      and not exists (
+          select 1 from already_told
+          where already_told.customer_id = related.customer_id
+      )
 )
 
 select * from final

@@ -36,7 +36,12 @@ a_customers as (
         and snap.abc_class = 'A'
     where :thank_every_order_for_a = 1
       and arrived.ordered_at >= {{ ts("thank_from") }}
-      and arrived.order_id not in (select first_timers.order_id from first_timers)
+      -- not exists, not "not in": PostgreSQL cannot turn NOT IN into an anti-join, and with
+      -- stale statistics it ran the subquery once per row (issue 15: hours at 1M customers)
+      and not exists (
+          select 1 from first_timers
+          where first_timers.order_id = arrived.order_id
+      )
 ),
 
 final as (

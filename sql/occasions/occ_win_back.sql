@@ -47,7 +47,10 @@ final as (
     where tonight.night = {{ as_date("night") }}
       and tonight.lifecycle_phase = 'dissolution'
       and previous.lifecycle_phase <> 'dissolution'
-      and tonight.customer_id not in (select greeted_this_stretch.customer_id from greeted_this_stretch)
+      and not exists (
+          select 1 from greeted_this_stretch
+          where greeted_this_stretch.customer_id = tonight.customer_id
+      )
 )
 
 select * from final
