@@ -16,7 +16,7 @@ from functools import cache
 from sqlalchemy import Engine, func, select
 
 from retention import registry, schema
-from retention.db import engine_for, insert_ignore
+from retention.db import engine_for, insert_ignore, refresh_statistics
 from retention.delivery import DeliveryRun
 from retention.extract import extract
 from retention.mailer import SmtpConfig
@@ -183,6 +183,7 @@ def stage_facts(settings: Settings, night: Night, run_id: str, full_refresh: boo
                 conn, "marts/customer_facts", facts, params, scope, incremental=not full_rebuild
             )
             counts["mode"] = "full" if full_rebuild else "incremental"
+            refresh_statistics(conn, facts.name, counts["customers"])
         log.info("customer facts: %d customers recomputed (%s)", counts["customers"], counts["mode"])
     return counts
 

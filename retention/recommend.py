@@ -34,6 +34,7 @@ import time
 from sqlalchemy import Connection, func, select, text
 
 from retention import rule_counts, schema
+from retention.db import refresh_statistics
 from retention.night import Night
 from retention.rule_counts import COUNTED_KINDS
 from retention.sqlmodels import materialize
@@ -149,6 +150,7 @@ def build_recommendations(
         scope,
         incremental=not full_rebuild,
     )
+    refresh_statistics(conn, recs.name, rows)  # the next-purchase occasion reads them next
 
     log.info(
         "recommendations (%s) in %.1f s",

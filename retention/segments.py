@@ -24,7 +24,7 @@ import numpy as np
 from sqlalchemy import Connection, and_, case, func, or_, select
 
 from retention import churn, schema
-from retention.db import insert_rows
+from retention.db import insert_rows, refresh_statistics
 from retention.night import DAYS_PER_MONTH, Night
 from retention.settings import Settings
 from retention.sqlmodels import materialize, select_model
@@ -336,13 +336,15 @@ def build_snapshots(conn: Connection, night: Night, settings: Settings, fits: di
     gg_fit = fits.get("gamma_gamma") or {}
     gg = (gg_fit.get("params") or {}) if gg_fit.get("status") == FITTED else {}
     snapshots = schema.segment_snapshots
-    return materialize(
+    rows = materialize(
         conn,
         "marts/segment_snapshots",
         snapshots,
         snapshot_params(night, settings, gg),
         snapshots.c.night == night.date,
     )
+    refresh_statistics(conn, snapshots.name, rows)  # the occasions read tonight's rows next
+    return rows
 
 
 def snapshot_params(night: Night, settings: Settings, gamma_gamma: dict | None = None) -> dict:
