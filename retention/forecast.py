@@ -47,7 +47,7 @@ from retention.night import Night, night_for_date
 from retention.occasions import decide
 from retention.registry import occasions
 from retention.settings import Settings
-from retention.sqlmodels import _bind, render
+from retention.sqlmodels import bind_dates, render
 
 __all__ = [
     "COMMON_NOTE",
@@ -253,7 +253,7 @@ def _projecting_runner(conn: Connection, night: Night, settings: Settings):
             sql = f"{shadow}select * from segment_snapshots where night = {night_date}"
         else:
             sql = f"{shadow}select * from (\n{render(model, dialect, **flags)}\n) as model"
-        bound = _bind(conn, {**projection_params, **params})
+        bound = bind_dates(conn, {**projection_params, **params})
         return [dict(row) for row in conn.execute(text(sql), bound).mappings()]
 
     return run
@@ -341,7 +341,8 @@ def format_forecast(result: Forecast, limit: int = 20) -> str:
     lines += [f"{o:14} {lang:8} {s:9} {n:>6}" for o, lang, s, n in result.counts()]
     lines += ["", "how exact:"]
     lines += [
-        f"  {o:14} {'exact' if o in result.exact else 'estimate':9} {note}" for o, note in result.notes.items()
+        f"  {o:14} {'exact' if o in result.exact else 'estimate':9} {note}"
+        for o, note in result.notes.items()
     ]
     lines += [f"  {COMMON_NOTE}"]
     if limit and result.rows:

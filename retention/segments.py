@@ -21,13 +21,13 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import Connection, and_, case, func, or_, select
+from sqlalchemy import Connection, and_, case, func, or_, select, text
 
 from retention import churn, schema
 from retention.db import insert_rows, refresh_statistics
 from retention.night import DAYS_PER_MONTH, Night
 from retention.settings import Settings
-from retention.sqlmodels import materialize, select_model
+from retention.sqlmodels import bind_dates, materialize, render
 
 __all__ = [
     "fit_churn",
@@ -77,9 +77,16 @@ CHURN_FIGURES = ("p_alive", "expected_purchases_90d", "expected_order_value", "c
 
 
 def _columns(conn: Connection, model: str, params: dict, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """A small model's result as float columns."""
-    rows = select_model(conn, model, params)
-    return {name: np.array([float(row[name]) for row in rows], dtype=float) for name in names}
+    """A model's result as float columns, read as plain tuples: at a million customers there are
+    some 800,000 triples, and a dict per row cost 4 of the 6.6 s of reading them (issue 15)."""
+    sql = render(model, conn.dialect.name)
+    result = conn.execute(text(f"select {', '.join(names)} from ({sql}) as model"), bind_dates(conn, params))
+    rows = result.fetchall()
+    if not rows:
+        return {name: np.zeros(0, dtype=float) for name in names}
+    # Decimal and int columns alike: float() of each value, as before, through numpy's object path
+    table = np.array(rows, dtype=object).astype(float)
+    return {name: table[:, i].copy() for i, name in enumerate(names)}
 
 
 def _triples(conn: Connection, night: Night) -> dict[str, np.ndarray]:

@@ -18,7 +18,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from retention.resources import sql_folder
 
-__all__ = ["SQL_DIR", "render", "select_model", "materialize"]
+__all__ = ["SQL_DIR", "render", "select_model", "materialize", "bind_dates"]
 
 #: The models ship inside the package (``retention._sql``, mapped from the repository's ``sql/``).
 SQL_DIR = sql_folder()
@@ -54,7 +54,7 @@ def _macro_names(module: object) -> list[str]:
     return [name for name in dir(module) if not name.startswith("_") and callable(getattr(module, name))]
 
 
-def _bind(conn: Connection, params: dict) -> dict:
+def bind_dates(conn: Connection, params: dict) -> dict:
     """Bind dates and times the way SQLAlchemy stores them, so text comparisons hold on SQLite."""
     if conn.dialect.name != "sqlite":
         return params
@@ -71,7 +71,7 @@ def _bind(conn: Connection, params: dict) -> dict:
 def select_model(conn: Connection, model: str, params: dict, **flags: object) -> list[dict]:
     """Run a model and return its rows (for small results such as occasions)."""
     sql = render(model, conn.dialect.name, **flags)
-    return [dict(row) for row in conn.execute(text(sql), _bind(conn, params)).mappings()]
+    return [dict(row) for row in conn.execute(text(sql), bind_dates(conn, params)).mappings()]
 
 
 def materialize(
@@ -91,4 +91,4 @@ def materialize(
     delete = target.delete() if scope is None else target.delete().where(scope)
     conn.execute(delete)
     insert = f"insert into {target.name} ({columns}) select {columns} from ({sql}) as model"
-    return conn.execute(text(insert), _bind(conn, params)).rowcount
+    return conn.execute(text(insert), bind_dates(conn, params)).rowcount
