@@ -297,13 +297,13 @@ def _deliver(rec: Recorder, settings: Settings, night_day: dt.date, lanes: int) 
             lambda c: (int(c.get("sent", 0)), "messages sent, one process"),
         )
         one_seconds = rec.rows[-1]["seconds"]
-        in_lanes = rec.measure(
+        laned = rec.measure(
             "delivery",
             f"send {lanes} lanes",
             lambda: _send_in_lanes(settings, port, until, lanes),
             lambda c: (int(c.get("sent", 0)), f"messages sent, {lanes} processes (their start included)"),
         )
-        lanes_seconds = in_lanes["seconds"]
+        lanes_seconds = laned["seconds"]
         yag = rec.measure(
             "delivery",
             "yagmail baseline",
@@ -320,9 +320,9 @@ def _deliver(rec: Recorder, settings: Settings, night_day: dt.date, lanes: int) 
         "received_by_sink": received,
         "per_second": round(counts.get("sent", 0) / one_seconds, 1) if one_seconds else None,
         "lanes": {
-            "lanes": in_lanes.get("lanes"),
-            "counts": in_lanes,
-            "per_second": round(in_lanes.get("sent", 0) / lanes_seconds, 1) if lanes_seconds else None,
+            "lanes": laned.get("lanes"),
+            "counts": laned,
+            "per_second": round(laned.get("sent", 0) / lanes_seconds, 1) if lanes_seconds else None,
         },
         "yagmail": yag,
     }

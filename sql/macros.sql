@@ -34,6 +34,12 @@ and {{ column }} in (select customer_id from changed_customers where night = {{ 
 {%- endif -%}
 {%- endmacro %}
 
+{#- Restrict a model to orders placed before `cutoff` when the flag before_cutoff is set (offline
+    evaluation: retention/evaluate.py); the orders table must be aliased `orders`. -#}
+{% macro before_cutoff_only() -%}
+{%- if before_cutoff | default(false) -%}and orders.ordered_at < {{ ts("cutoff") }}{%- endif -%}
+{%- endmacro %}
+
 {#- Month and day of a date or timestamp as 'MM-DD' (birthdays, anniversaries). -#}
 {% macro month_day(column) -%}
 {%- if dialect == "postgresql" -%}to_char({{ column }}, 'MM-DD'){%- else -%}strftime('%m-%d', {{ column }}){%- endif -%}

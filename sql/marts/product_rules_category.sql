@@ -42,9 +42,6 @@
   Params: night (date), min_pairs (int), min_confidence (float), rule_id_offset (int); with
   the flag before_cutoff, cutoff (timestamp): only orders before it (offline evaluation).
 -#}
-{% macro before_cutoff_only() -%}
-{%- if before_cutoff | default(false) -%}and orders.ordered_at < {{ ts("cutoff") }}{%- endif -%}
-{%- endmacro %}
 {% if from_counts | default(false) -%}
 with pairs as (
     select

@@ -34,9 +34,6 @@
   rule ids continue after those of the other kind, so both kinds share the table); with the
   flag before_cutoff, cutoff (timestamp): only orders before it (offline evaluation).
 -#}
-{% macro before_cutoff_only() -%}
-{%- if before_cutoff | default(false) -%}and orders.ordered_at < {{ ts("cutoff") }}{%- endif -%}
-{%- endmacro %}
 {% if from_counts | default(false) -%}
 with pairs as (
     {{ counted_pairs("next_purchase", "buyers") }}

@@ -35,9 +35,6 @@
   history before it only (retention/evaluate.py, inside a transaction it rolls back).
 -#}
 {#- A share as a whole percentage in text (the 1e-6 keeps x.5 from rounding down in floats). -#}
-{% macro before_cutoff_only() -%}
-{%- if before_cutoff | default(false) -%}and orders.ordered_at < {{ ts("cutoff") }}{%- endif -%}
-{%- endmacro %}
 {% macro percent(share) -%}
 cast(cast(round({{ share }} * 100 + 0.000001) as integer) as text)
 {%- endmacro %}
