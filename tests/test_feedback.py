@@ -13,6 +13,7 @@ import html
 import re
 from decimal import Decimal
 from urllib.parse import parse_qs, urlparse
+from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi.testclient import TestClient
@@ -500,7 +501,8 @@ def test_held_back_takes_the_hold_days_before_the_night_in_the_shops_zone(wareho
 def test_a_rating_raised_above_the_bar_holds_nothing_back(app, warehouse, shop_settings) -> None:
     _rate(app, 70, 1)
     with warehouse.connect() as conn:
-        tomorrow = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).date()
+        # the night after the answer's local day (held_back counts days in the shop's zone)
+        tomorrow = dt.datetime.now(ZoneInfo(shop_settings.time_zone)).date() + dt.timedelta(days=1)
         assert fb.held_back(conn, tomorrow, shop_settings) == {7}
     _rate(app, 70, 4)
     with warehouse.connect() as conn:
