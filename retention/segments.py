@@ -84,9 +84,13 @@ def _columns(conn: Connection, model: str, params: dict, names: tuple[str, ...])
     rows = result.fetchall()
     if not rows:
         return {name: np.zeros(0, dtype=float) for name in names}
-    # Decimal and int columns alike: float() of each value, as before, through numpy's object path
-    table = np.array(rows, dtype=object).astype(float)
-    return {name: table[:, i].copy() for i, name in enumerate(names)}
+    # Decimal and int columns alike: float() of each value. Per column from plain tuples: numpy
+    # handed the Row objects themselves probes each for the array protocols through SQLAlchemy's
+    # key lookup (0.81 s for 59k triples at 100k customers, 0.02 s this way).
+    return {
+        name: np.fromiter(map(float, column), dtype=float, count=len(rows))
+        for name, column in zip(names, zip(*rows, strict=True), strict=True)
+    }
 
 
 def _triples(conn: Connection, night: Night) -> dict[str, np.ndarray]:
