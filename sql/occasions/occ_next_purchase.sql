@@ -64,20 +64,34 @@ trigger_products as (
 
 explaining_rules as (
     -- the rule a message quotes for (because, product): the product-level rule where there
-    -- is one with the higher score, else the category-level one (as the recommendations chose)
+    -- is one with the higher score, else the category-level one (as the recommendations chose).
+    -- "No better rule for the pair" rather than a window over all rules: PostgreSQL, expecting a
+    -- single recent buyer, nested a loop around the window and ranked every rule again for each
+    -- suggestion (1.26 s of the occasions' 1.4 s at 100k customers); this is a lookup per pair.
     select
-        antecedent_product_id,
-        consequent_product_id,
-        kind,
-        confidence,
-        pairs,
-        row_number() over (
-            partition by antecedent_product_id, consequent_product_id
-            order by round(confidence * lift, 6) desc, kind desc
-        ) as position
-    from product_rules
-    where kind in ('next_purchase', 'next_category', 'accessory')
-      and (kind = 'accessory') = (:kind = 'accessory')
+        rules.antecedent_product_id,
+        rules.consequent_product_id,
+        rules.kind,
+        rules.confidence,
+        rules.pairs
+    from product_rules as rules
+    where rules.kind in ('next_purchase', 'next_category', 'accessory')
+      and (rules.kind = 'accessory') = (:kind = 'accessory')
+      and not exists (
+          select 1
+          from product_rules as better
+          where better.antecedent_product_id = rules.antecedent_product_id
+            and better.consequent_product_id = rules.consequent_product_id
+            and better.kind in ('next_purchase', 'next_category', 'accessory')
+            and (better.kind = 'accessory') = (:kind = 'accessory')
+            and (
+                round(better.confidence * better.lift, 6) > round(rules.confidence * rules.lift, 6)
+                or (
+                    round(better.confidence * better.lift, 6) = round(rules.confidence * rules.lift, 6)
+                    and better.kind > rules.kind
+                )
+            )
+      )
 ),
 
 related as (
@@ -100,7 +114,6 @@ related as (
     left join explaining_rules
         on explaining_rules.antecedent_product_id = rec.because_product_id
         and explaining_rules.consequent_product_id = rec.product_id
-        and explaining_rules.position = 1
     inner join stg_products as consequent on consequent.product_id = rec.product_id
     where rec.kind = :kind
 ),
