@@ -38,34 +38,41 @@
 {% macro percent(share) -%}
 cast(cast(round({{ share }} * 100 + 0.000001) as integer) as text)
 {%- endmacro %}
-with bought as (
+{#- PostgreSQL computes `placed` once when it is read more than once. Incremental: the changed
+    customers' orders, found through the index, instead of a scan of every order for each of the
+    three readers (0.25 of 1.0 s at 100k customers). A full rebuild keeps it inlined: all orders,
+    read in place. -#}
+with placed as {% if dialect == "postgresql" and not incremental %}not materialized{% endif %} (
+    -- the placed orders of the customers in scope (tonight's changed ones, or everyone)
+    select orders.order_id, orders.customer_id, orders.ordered_at
+    from stg_orders as orders
+    where orders.status = 'placed' {{ changed_only("orders.customer_id") }} {{ before_cutoff_only() }}
+),
+
+bought as (
     -- the antecedents: products of kept lines in placed orders
     select distinct orders.customer_id, items.product_id
-    from stg_orders as orders
+    from placed as orders
     inner join stg_order_items as items on items.order_id = orders.order_id
-    where orders.status = 'placed'
-      and items.quantity > items.returned_quantity
-      {{ changed_only("orders.customer_id") }} {{ before_cutoff_only() }}
+    where items.quantity > items.returned_quantity
 ),
 
 last_orders as (
     -- as customer_facts.last_order_at, also before a cut-off
     select orders.customer_id, max(orders.ordered_at) as last_order_at
-    from stg_orders as orders
-    where orders.status = 'placed' {{ changed_only("orders.customer_id") }} {{ before_cutoff_only() }}
+    from placed as orders
     group by orders.customer_id
 ),
 
 last_order_products as (
     -- the kept products of the customer's last order (all orders at that instant)
     select distinct orders.customer_id, items.product_id
-    from stg_orders as orders
+    from placed as orders
     inner join last_orders
         on last_orders.customer_id = orders.customer_id
         and last_orders.last_order_at = orders.ordered_at
     inner join stg_order_items as items on items.order_id = orders.order_id
-    where orders.status = 'placed'
-      and items.quantity > items.returned_quantity
+    where items.quantity > items.returned_quantity
 ),
 
 antecedents as (
@@ -82,9 +89,8 @@ antecedents as (
 owned as (
     -- never suggested again: products of any line of a placed order, returned or not
     select distinct orders.customer_id, items.product_id
-    from stg_orders as orders
+    from placed as orders
     inner join stg_order_items as items on items.order_id = orders.order_id
-    where orders.status = 'placed' {{ changed_only("orders.customer_id") }} {{ before_cutoff_only() }}
 ),
 
 owned_categories as (
