@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from psycopg2.errors import UniqueViolation
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
@@ -213,8 +214,11 @@ def _source_rows(
     query = query.order_by(key, table.c.updated_at.desc())
     with source_engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=size).execute(query)
-        for partition in result.mappings().partitions(size):
-            yield [dict(row) for row in partition]
+        names = tuple(result.keys())
+        # Plain tuples zipped with the names: a RowMapping per row and dict() of it cost twice as
+        # much (1.06 s against 0.62 s for 219k order lines).
+        for partition in result.partitions(size):
+            yield [dict(zip(names, row, strict=True)) for row in partition]
 
 
 def _count_source_rows(
@@ -246,6 +250,7 @@ def _extract_table(
     previous_key: object = None
     copies = _Copies()
     progress = Progress(f"extract {name}", _count_source_rows(source_engine, name, lower, upper), logger=log)
+    into_empty = lower is None and _is_empty(warehouse, name)
     for rows in _source_rows(source_engine, name, lower, upper, settings.chunk_size):
         chunk = _Chunk()
         for row in _without_erased(name, rows, tombstones, result):
@@ -253,7 +258,7 @@ def _extract_table(
         with warehouse.begin() as conn:
             _check_references(conn, name, chunk)
             result.skipped_erased += _drop_erased_lines(source_engine, name, chunk, tombstones)
-            _write(conn, name, chunk, night, run_id, settings, copies, initial=lower is None)
+            _write(conn, name, chunk, night, run_id, settings, copies, lower is None, into_empty)
         copies.keep_only(_key_text(rows[-1].get(key)))
         result.read += len(rows)
         result.loaded += len(chunk.good)
@@ -445,14 +450,17 @@ def _write(
     settings: Settings,
     copies: _Copies,
     initial: bool = False,
+    into_empty: bool = False,
 ) -> None:
-    """Stage the good rows, quarantine the bad; ``initial``: a read from the beginning (full load)."""
+    """Stage the good rows, quarantine the bad; ``initial``: a read from the beginning (full load);
+    ``into_empty``: the staging table was empty when this read began (see :func:`_copy_into_empty`)."""
     table = schema.STAGING[name]
     key = schema.STAGING_KEYS[name]
     staged = [_clean(name, row, night, settings, initial) for row, _ in chunk.good]
     insert_only = ("arrived_night",) if name == "orders" else ()
     if conn.dialect.name == "postgresql" and staged and COPY_ON_POSTGRESQL:
-        _copy_upsert(conn, name, staged, insert_only)
+        if not (into_empty and _copy_into_empty(conn, name, staged)):
+            _copy_upsert(conn, name, staged, insert_only)
     else:
         upsert(conn, table, staged, key, insert_only=insert_only)
     _record_changed_customers(conn, name, staged, night, chunk.order_customers)
@@ -497,6 +505,40 @@ def _csv(rows: list[dict], names: list[str]) -> io.StringIO:
         csv.writer(buffer, lineterminator="\n").writerows(values)
     buffer.seek(0)
     return buffer
+
+
+def _is_empty(warehouse: Engine, name: str) -> bool:
+    """Whether the staging table holds no row (a first load: nothing to upsert against)."""
+    table = schema.STAGING[name]
+    with warehouse.connect() as conn:
+        return conn.execute(select(table.c[schema.STAGING_KEYS[name]]).limit(1)).first() is None
+
+
+def _copy_into_empty(conn: Connection, name: str, rows: list[dict]) -> bool:
+    """A first load: ``COPY`` the rows straight into the staging table; False if a key was taken.
+
+    The rows arrive sorted by key and every older copy of a key is quarantined (``_sort_row``,
+    across chunks too), so a read that began on an empty table meets no staged key and needs
+    neither the landing table nor ``ON CONFLICT``: with the plain-tuple fetch of
+    :func:`_source_rows`, a first extract of 20k customers (327k rows) took 8.4-8.7 s instead of
+    10.0-10.5 s. Should a key be there after all, the savepoint undoes the COPY and the caller
+    upserts the chunk as on any other night.
+    """
+    table = schema.STAGING[name]
+    names = [c.name for c in table.columns if c.name in rows[0]]
+    columns = ", ".join(f'"{n}"' for n in names)
+    savepoint = conn.begin_nested()
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        copy_in(cursor, f'COPY "{table.name}" ({columns}) FROM STDIN WITH (FORMAT csv)', _csv(rows, names))
+    except UniqueViolation:
+        savepoint.rollback()
+        log.warning("extract %s: a key of a first load was staged already; upserting this chunk", name)
+        return False
+    finally:
+        cursor.close()
+    savepoint.commit()
+    return True
 
 
 def _landing(cursor: Any, table: Table) -> str:
