@@ -34,6 +34,15 @@ def _estimates(engine) -> dict[str, float]:
         return dict(rows.all())
 
 
+def _vacuumed(engine) -> dict[str, object]:
+    """When each staging table was last vacuumed by hand (not by autovacuum)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("select relname, last_vacuum from pg_stat_user_tables where relname like 'stg\\_%'")
+        )
+        return dict(rows.all())
+
+
 def _counts(engine) -> dict[str, int]:
     with engine.connect() as conn:
         return {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one() for t in TABLES}
@@ -50,8 +59,16 @@ def test_a_first_night_analyses_staging_and_an_ordinary_night_does_not(tmp_path,
     assert all(first.values()), first
     # ANALYZE reads every row of a table this small: the planner's estimate is the exact count.
     assert _estimates(engine) == {name: float(n) for name, n in first.items()}
+    # ...and vacuumed: the next night's readers neither set the new rows' hint bits nor meet
+    # autovacuum on them (at 1M customers that first ordinary night took twice the next one).
+    vacuumed = _vacuumed(engine)
+    assert set(vacuumed) == {"stg_customers", "stg_products", "stg_orders", "stg_order_items"}
+    assert all(vacuumed.values()), vacuumed
     shop.day(START + dt.timedelta(days=1), new_customers=1, new_orders=3)
     run_night(settings, night_for_date(START + dt.timedelta(days=1), settings.time_zone), "n1")
+    after = _vacuumed(engine)  # an ordinary night's few order rows: left to autovacuum
+    orders = ("stg_orders", "stg_order_items")
+    assert {name: after[name] for name in orders} == {name: vacuumed[name] for name in orders}
     now = _counts(engine)
     staging = ("stg_orders", "stg_order_items")
     assert all(now[name] != first[name] for name in staging)  # the night added orders...
