@@ -68,8 +68,8 @@ def test_a_first_load_meeting_a_staged_key_upserts_the_chunk(tmp_path, pg_databa
         previous = extract._sort_row("customers", "customer_id", row, previous, NIGHT.window_end_naive, chunk)
     assert [row["customer_id"] for row, _ in chunk.good] == [1, 2]
     assert [v.rule for _, v in chunk.bad] == ["duplicate_key"]
-    with caplog.at_level(logging.WARNING, logger="retention.extract"):
-        with warehouse_engine(settings.warehouse).begin() as conn:
-            extract._write(conn, "customers", chunk, NIGHT, "r", settings, extract._Copies(), True, True)
+    warehouse = warehouse_engine(settings.warehouse)
+    with caplog.at_level(logging.WARNING, logger="retention.extract"), warehouse.begin() as conn:
+        extract._write(conn, "customers", chunk, NIGHT, "r", settings, extract._Copies(), True, True)
     assert _staged(settings) == {1: "Renamed", 2: "Name2"}
     assert "a key of a first load was staged already" in caplog.text
