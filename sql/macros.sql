@@ -27,6 +27,13 @@ cast(julianday(date({{ end }})) - julianday(date({{ start }})) as integer)
 {%- if dialect == "postgresql" -%}cast(:{{ param }} as date){%- else -%}:{{ param }}{%- endif -%}
 {%- endmacro %}
 
+{#- Ends a subquery whose computed columns are read more than once further on: PostgreSQL would
+    pull the subquery up and compute each expression again wherever it is named (`offset 0`
+    keeps it a subquery, computed once a row, without materialising it). SQLite as it is. -#}
+{% macro computed_once() -%}
+{%- if dialect == "postgresql" -%}offset 0{%- endif -%}
+{%- endmacro %}
+
 {#- Restrict a model to the customers changed in this night, unless it is a full rebuild. -#}
 {% macro changed_only(column) -%}
 {%- if incremental -%}

@@ -139,6 +139,9 @@ final as (
         on churn.frequency = facts.order_days - 1
         and churn.recency = facts.active_days
         and churn.age = facts.tenure_days
+    -- expected_order_value_raw is read five times below: at 1M customers computing it (numeric
+    -- division) each time cost 3.2 of the query's 13 s
+    {{ computed_once() }}
 ),
 
 -- Churn figures are NULL where tonight's fits gave none (no churn_scores row, Gamma-Gamma not
@@ -152,6 +155,7 @@ valued as (
                 then round(expected_order_value_raw, 2)
         end as expected_order_value
     from final
+    {{ computed_once() }}
 )
 
 select
