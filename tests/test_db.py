@@ -44,7 +44,7 @@ def test_a_night_runs_through_a_bare_postgresql_url(pg_database: str, tmp_path) 
 @pytest.mark.postgres
 def test_postgresql_sessions_run_without_jit_unless_the_operator_sets_options(pg_database, monkeypatch) -> None:
     """JIT compiled for 0.85 of the snapshot query's 2.05 s (issue #15): the pipeline's sessions turn
-    it off; options in the URL, or PGOPTIONS, are the operator's and left as they are."""
+    it off (and sort in up to 256MB); options in the URL, or PGOPTIONS, are the operator's."""
     from sqlalchemy import text
 
     def jit(url: str) -> str:
@@ -57,6 +57,8 @@ def test_postgresql_sessions_run_without_jit_unless_the_operator_sets_options(pg
 
     monkeypatch.delenv("PGOPTIONS", raising=False)
     assert jit(pg_database) == "off"
+    with engine_for(pg_database).connect() as conn:  # a million customers' sorts in memory
+        assert conn.execute(text("show work_mem")).scalar_one() == "256MB"
     with_options = make_url(pg_database).update_query_dict({"options": "-c jit=on"})
     assert jit(with_options.render_as_string(hide_password=False)) == "on"
     monkeypatch.setenv("PGOPTIONS", "-c jit=on")
