@@ -34,6 +34,12 @@ cast(julianday(date({{ end }})) - julianday(date({{ start }})) as integer)
 {%- if dialect == "postgresql" -%}offset 0{%- endif -%}
 {%- endmacro %}
 
+{#- A CTE read several times that PostgreSQL should read in place, inlined into each reader,
+    where `inline` holds (it computes such a CTE once by default); SQLite as it is. -#}
+{% macro inlined_if(inline) -%}
+{%- if dialect == "postgresql" and inline -%}not materialized{%- endif -%}
+{%- endmacro %}
+
 {#- Restrict a model to the customers changed in this night, unless it is a full rebuild. -#}
 {% macro changed_only(column) -%}
 {%- if incremental -%}

@@ -42,7 +42,7 @@ cast(cast(round({{ share }} * 100 + 0.000001) as integer) as text)
     customers' orders, found through the index, instead of a scan of every order for each of the
     three readers (0.25 of 1.0 s at 100k customers). A full rebuild keeps it inlined: all orders,
     read in place. -#}
-with placed as {% if dialect == "postgresql" and not incremental %}not materialized{% endif %} (
+with placed as {{ inlined_if(not incremental) }} (
     -- the placed orders of the customers in scope (tonight's changed ones, or everyone)
     select orders.order_id, orders.customer_id, orders.ordered_at
     from stg_orders as orders
