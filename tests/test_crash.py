@@ -50,7 +50,7 @@ from tests.test_delivery import SENDER, SHOP_URL, UNTIL, address, seed_outbox
 pytestmark = pytest.mark.crash
 
 MESSAGES = 6
-EVENTS_PER_MESSAGE = 4  # claimed, attempt, replied, sent
+EVENTS_PER_MESSAGE = 4  # claimed (a chunk's claims come first), attempt, replied, sent
 LEASE = 60.0
 TRIALS = int(os.environ.get("RETENTION_CRASH_TRIALS", "30"))
 # PostgreSQL repeats the trials to prove the claim race-free there too; fewer keep the suite quick.
@@ -254,7 +254,9 @@ def test_a_killed_sender_is_settled_by_the_next_sweep_without_waiting_for_its_le
     """SIGKILL at a few points with a 10-minute lease; the sweep right after (real time) settles
     every claim of the dead process: unknown if SMTP had begun, queued again if not."""
     tally: Counter = Counter()
-    for kill_after in (1, 6):  # after "claimed 1" (SMTP may not have begun), "attempt 2" (it had)
+    # The child prints "claimed" for its whole chunk (three rows) first, then per message
+    # "attempt", "replied", "sent": kill after "claimed 1" (no SMTP begun) and "attempt 2" (it had).
+    for kill_after in (1, 7):
         engine = seed_outbox(warehouse_url, 3)
         try:
             with FaultySink() as sink:
