@@ -7,6 +7,8 @@
   fits in memory; skipped, with the reason, when it is not installed or the shop is too big.
 * jinja2: our renderer against plain jinja2 on the same templates and contexts.
 * yagmail: one connection per message against the same loopback SMTP server.
+* smtplib: the server's own ceiling, prebuilt messages sent over one connection per process,
+  with no database and no building: what delivery could reach if our work cost nothing.
 
 Each function returns a dict of measured numbers (seconds, rates) or ``{"skipped": reason}``.
 """
@@ -19,7 +21,7 @@ from collections.abc import Callable
 
 from sqlalchemy import Engine, text
 
-__all__ = ["duckdb_rfm", "pymc_rfm", "render_rates", "yagmail_rate", "PYMC_MAX_CUSTOMERS"]
+__all__ = ["duckdb_rfm", "pymc_rfm", "render_rates", "smtp_ceiling", "yagmail_rate", "PYMC_MAX_CUSTOMERS"]
 
 #: pymc-marketing's rfm_summary took 1.7 GiB on 1M customers / 8.3M lines (issue 15): above
 #: this size the DataFrame and its copies would pass the 1 GiB-per-stage budget several times.
@@ -212,4 +214,38 @@ def yagmail_rate(host: str, port: int, messages: list[tuple[str, str, str, str]]
         "messages": len(messages),
         "seconds": round(seconds, 3),
         "per_second": round(len(messages) / seconds, 1),
+    }
+
+
+def _blast(host: str, port: int, messages: list[tuple[str, bytes]]) -> float:
+    """Seconds to send ``messages`` (recipient, bytes) over one smtplib connection."""
+    import smtplib
+
+    with smtplib.SMTP(host, port) as smtp:
+        smtp.ehlo()
+        started = time.perf_counter()
+        for recipient, data in messages:
+            smtp.sendmail("bench@example.com", [recipient], data)
+        return time.perf_counter() - started
+
+
+def smtp_ceiling(host: str, port: int, messages: list[tuple[str, bytes]], processes: int = 2) -> dict:
+    """Messages per second the loopback server takes from plain smtplib: the messages built
+    beforehand, one connection, no bookkeeping; then the same from ``processes`` processes at
+    once (each its share), as the delivery lanes send. The ceiling for our delivery rates."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    one = _blast(host, port, messages)
+    shares = [messages[i::processes] for i in range(processes)]
+    with ProcessPoolExecutor(max_workers=processes, mp_context=get_context("spawn")) as pool:
+        pool.submit(int).result()  # the workers are up before the clock starts, as the lanes' are
+        started = time.perf_counter()
+        list(pool.map(_blast, [host] * processes, [port] * processes, shares))
+        parallel = time.perf_counter() - started
+    return {
+        "messages": len(messages),
+        "one_connection_per_second": round(len(messages) / one, 1),
+        "processes": processes,
+        "parallel_per_second": round(len(messages) / parallel, 1),
     }

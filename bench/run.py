@@ -58,6 +58,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 #: The stages whose cost an ordinary night should keep proportional to its increment.
 INCREMENTAL = ("facts", "segments", "recommendations")
 YAGMAIL_MESSAGES = 500
+#: Messages the SMTP ceiling sends (twice: over one connection, then split over the lanes).
+CEILING_MESSAGES = 2000
 log = logging.getLogger("bench")
 
 
@@ -207,6 +209,23 @@ def _sample_messages(settings: Settings, n: int) -> list[tuple[str, str, str, st
     return [tuple(row) for row in rows] * (n // max(len(rows), 1) + 1)
 
 
+def _prebuilt_messages(settings: Settings, n: int, identity) -> list[tuple[str, bytes]]:
+    """``n`` of the outbox's messages as our mailer builds them (recipient, bytes), for the
+    SMTP ceiling, which sends them without building."""
+    from retention.mailer import build_message, unsubscribe_links
+
+    o = schema.outbox
+    with warehouse_engine(settings.warehouse).connect() as conn:
+        rows = [dict(row) for row in conn.execute(select(o).limit(n)).mappings()]
+    built = []
+    for row in rows:
+        mailto, url = unsubscribe_links(
+            identity.unsubscribe, identity.secret, row["customer_id"], row["email"]
+        )
+        built.append((row["email"], build_message(row, identity.sender, mailto, url).as_bytes()))
+    return (built * (n // max(len(built), 1) + 1))[:n]
+
+
 def _lane_process(
     home: str, url: str | None, port: int, lane: dict, until: dt.datetime
 ) -> tuple[dict, float, float]:
@@ -312,6 +331,20 @@ def _deliver(rec: Recorder, settings: Settings, night_day: dt.date, lanes: int) 
             ),
             lambda r: (int(r.get("messages", 0)), "messages, a connection each"),
         )
+        ceiling = rec.measure(
+            "delivery",
+            "smtplib ceiling",
+            lambda: baselines.smtp_ceiling(
+                "127.0.0.1",
+                port,
+                _prebuilt_messages(settings, CEILING_MESSAGES, run.identity),
+                max(1, int(laned.get("lanes") or lanes)),  # as many processes as lanes sent
+            ),
+            lambda r: (
+                int(r.get("messages", 0)) * 2,
+                f"prebuilt messages, one connection, then {lanes} at once",
+            ),
+        )
     finally:
         received = _stop_sink(sink)
     return {
@@ -325,6 +358,7 @@ def _deliver(rec: Recorder, settings: Settings, night_day: dt.date, lanes: int) 
             "per_second": round(laned.get("sent", 0) / lanes_seconds, 1) if lanes_seconds else None,
         },
         "yagmail": yag,
+        "smtp_ceiling": ceiling,
     }
 
 
@@ -423,6 +457,15 @@ def _print_baselines(summary: dict, peers: dict, delivery: dict) -> None:
             f"  delivery in {lanes['lanes']} lanes (the delivery DAG's mapped tasks, one process each): "
             f"{lanes['per_second'] or 0:,.0f} msg/s end to end"
         )
+        ceiling = delivery.get("smtp_ceiling") or {}
+        if "parallel_per_second" in ceiling:
+            print(
+                f"  the SMTP server's ceiling (plain smtplib, prebuilt messages, no bookkeeping): "
+                f"{ceiling['one_connection_per_second']:,.0f} msg/s over one connection "
+                f"(retention send reaches {delivery['per_second'] / ceiling['one_connection_per_second']:.2f} of it), "
+                f"{ceiling['parallel_per_second']:,.0f} msg/s from {ceiling['processes']} processes "
+                f"(the lanes reach {(lanes['per_second'] or 0) / ceiling['parallel_per_second']:.2f} of it)"
+            )
     else:
         print(f"  delivery: {delivery}")
 
