@@ -445,6 +445,13 @@ def _print_baselines(summary: dict, peers: dict, delivery: dict) -> None:
             f"  rendering: ours {ours:,.0f} msg/s vs {label} {render[label]['per_second']:,.0f} msg/s "
             f"(ours / theirs = {ours / render[label]['per_second']:.2f})"
         )
+    alone = render.get("jinja2_cached_without_inlining", {}).get("per_second")
+    css = render.get("css_inline_alone", {}).get("per_second")
+    if alone and css:
+        print(
+            f"  rendering's floor in its two libraries: jinja2 alone (three parts, cached) {alone:,.0f} msg/s, "
+            f"css-inline alone {css:,.0f} msg/s: at most {1 / (1 / alone + 1 / css):,.0f} msg/s together"
+        )
     if "per_second" in delivery:
         yag = delivery["yagmail"].get("per_second")
         print(

@@ -50,7 +50,9 @@ def test_a_tiny_benchmark_times_every_stage_and_its_delivery_adds_up(tmp_path, w
     assert ceiling["one_connection_per_second"] > 0 and ceiling["parallel_per_second"] > 0
     render = result["baselines"]["render"]
     assert render["ours"]["messages"] > 0 and render["jinja2_cached"]["per_second"] > 0
+    assert render["jinja2_cached_without_inlining"]["messages"] > 0
+    assert render["css_inline_alone"]["messages"] > 0
     # The table a reader sees names every stage and the ceiling.
     for stage in STAGES:
         assert f"\n  {stage}" in done.stdout
-    assert "the SMTP server's ceiling" in done.stdout
+    assert "the SMTP server's ceiling" in done.stdout and "rendering's floor" in done.stdout
