@@ -16,8 +16,10 @@ Each function returns a dict of measured numbers (seconds, rates) or ``{"skipped
 from __future__ import annotations
 
 import datetime as dt
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from sqlalchemy import Engine, text
 
@@ -244,14 +246,28 @@ def _blast(host: str, port: int, messages: list[tuple[str, bytes]]) -> float:
         return time.perf_counter() - started
 
 
-def smtp_ceiling(host: str, port: int, messages: list[tuple[str, bytes]], processes: int = 2) -> dict:
+def _cpu_seconds(pid: int | None) -> float | None:
+    """User and system CPU seconds of process ``pid`` so far (Linux ``/proc``), or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except (OSError, TypeError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def smtp_ceiling(
+    host: str, port: int, messages: list[tuple[str, bytes]], processes: int = 2, server_pid: int | None = None
+) -> dict:
     """Messages per second the loopback server takes from plain smtplib: the messages built
     beforehand, one connection, no bookkeeping; then the same from ``processes`` processes at
-    once (each its share), as the delivery lanes send. The ceiling for our delivery rates."""
+    once (each its share), as the delivery lanes send. The ceiling for our delivery rates. With
+    ``server_pid``, also the server's own CPU time per message over the one connection."""
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
+    before = _cpu_seconds(server_pid)
     one = _blast(host, port, messages)
+    after = _cpu_seconds(server_pid)
     shares = [messages[i::processes] for i in range(processes)]
     with ProcessPoolExecutor(max_workers=processes, mp_context=get_context("spawn")) as pool:
         pool.submit(int).result()  # the workers are up before the clock starts, as the lanes' are
@@ -263,4 +279,9 @@ def smtp_ceiling(host: str, port: int, messages: list[tuple[str, bytes]], proces
         "one_connection_per_second": round(len(messages) / one, 1),
         "processes": processes,
         "parallel_per_second": round(len(messages) / parallel, 1),
+        "server_cpu_ms_per_message": (
+            round((after - before) / len(messages) * 1000, 3)
+            if before is not None and after is not None
+            else None
+        ),
     }

@@ -339,6 +339,7 @@ def _deliver(rec: Recorder, settings: Settings, night_day: dt.date, lanes: int) 
                 port,
                 _prebuilt_messages(settings, CEILING_MESSAGES, run.identity),
                 max(1, int(laned.get("lanes") or lanes)),  # as many processes as lanes sent
+                server_pid=sink.pid,
             ),
             lambda r: (
                 int(r.get("messages", 0)) * 2,
@@ -471,7 +472,8 @@ def _print_baselines(summary: dict, peers: dict, delivery: dict) -> None:
                 f"{ceiling['one_connection_per_second']:,.0f} msg/s over one connection "
                 f"(retention send reaches {delivery['per_second'] / ceiling['one_connection_per_second']:.2f} of it), "
                 f"{ceiling['parallel_per_second']:,.0f} msg/s from {ceiling['processes']} processes "
-                f"(the lanes reach {(lanes['per_second'] or 0) / ceiling['parallel_per_second']:.2f} of it)"
+                f"(the lanes reach {(lanes['per_second'] or 0) / ceiling['parallel_per_second']:.2f} of it); "
+                f"the server's own CPU: {ceiling.get('server_cpu_ms_per_message')} ms a message"
             )
     else:
         print(f"  delivery: {delivery}")

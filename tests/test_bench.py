@@ -48,6 +48,7 @@ def test_a_tiny_benchmark_times_every_stage_and_its_delivery_adds_up(tmp_path, w
         == one["sent"] + lanes["sent"] + yag["messages"] + 2 * ceiling["messages"]
     )
     assert ceiling["one_connection_per_second"] > 0 and ceiling["parallel_per_second"] > 0
+    assert ceiling["server_cpu_ms_per_message"] > 0  # read from /proc for the server's process
     render = result["baselines"]["render"]
     assert render["ours"]["messages"] > 0 and render["jinja2_cached"]["per_second"] > 0
     assert render["jinja2_cached_without_inlining"]["messages"] > 0
