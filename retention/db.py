@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 
 __all__ = [
+    "empty_table",
     "engine_for",
     "insert_ignore",
     "upsert",
@@ -175,6 +176,21 @@ def copy_in(cursor: Any, sql: str, buffer: io.StringIO) -> None:
         return
     with cursor.copy(sql) as copy:
         copy.write(buffer.getvalue())
+
+
+def empty_table(conn: Connection, table: Table) -> None:
+    """Every row of ``table`` gone, in the caller's transaction (a rollback brings them back).
+
+    PostgreSQL: ``TRUNCATE``, transactional there, which leaves no dead rows for the next insert
+    to wade through and vacuum to clean up: the 505k churn scores of a night at 1M customers,
+    emptied and written again, 2.7 s with ``DELETE`` against 1.6 s (issue 15). It locks the table
+    against readers until the commit: only for a table that no one else reads meanwhile.
+    Elsewhere ``DELETE`` (SQLite empties a table without a WHERE in one step anyway).
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(text(f'truncate table "{table.name}"'))
+    else:
+        conn.execute(table.delete())
 
 
 def insert_rows(conn: Connection, table: Table, names: Sequence[str], rows: Sequence[tuple]) -> int:

@@ -24,7 +24,7 @@ import numpy as np
 from sqlalchemy import Connection, and_, case, func, or_, select, text
 
 from retention import churn, schema
-from retention.db import insert_rows, refresh_statistics
+from retention.db import empty_table, insert_rows, refresh_statistics
 from retention.night import DAYS_PER_MONTH, Night
 from retention.settings import Settings
 from retention.sqlmodels import bind_dates, materialize, render
@@ -282,7 +282,7 @@ def fit_churn(conn: Connection, night: Night, settings: Settings) -> dict:
     ``scored`` (customers with figures), ``params``, ``seconds`` and ``warning`` (a doubt about a
     fit that was kept). Figures that are left empty are NULL in the snapshot.
     """
-    conn.execute(schema.churn_scores.delete())
+    empty_table(conn, schema.churn_scores)  # only this stage reads the scores
     conn.execute(schema.churn_fits.delete().where(schema.churn_fits.c.night == night.date))
     t = _triples(conn, night)
     bg = _fit_bg_nbd(conn, night, t, settings.churn_monthly_discount)

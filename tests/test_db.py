@@ -42,7 +42,9 @@ def test_a_night_runs_through_a_bare_postgresql_url(pg_database: str, tmp_path) 
 
 
 @pytest.mark.postgres
-def test_postgresql_sessions_run_without_jit_unless_the_operator_sets_options(pg_database, monkeypatch) -> None:
+def test_postgresql_sessions_run_without_jit_unless_the_operator_sets_options(
+    pg_database, monkeypatch
+) -> None:
     """JIT compiled for 0.85 of the snapshot query's 2.05 s (issue #15): the pipeline's sessions turn
     it off (and sort in up to 256MB); options in the URL, or PGOPTIONS, are the operator's."""
     from sqlalchemy import text
@@ -63,3 +65,40 @@ def test_postgresql_sessions_run_without_jit_unless_the_operator_sets_options(pg
     assert jit(with_options.render_as_string(hide_password=False)) == "on"
     monkeypatch.setenv("PGOPTIONS", "-c jit=on")
     assert jit(pg_database) == "on"
+
+
+def test_empty_table_empties_in_the_callers_transaction_and_a_rollback_restores(warehouse_url) -> None:
+    """``empty_table`` (TRUNCATE on PostgreSQL, DELETE elsewhere): the rows are gone inside the
+    transaction, back after its rollback, gone for good after a commit; other tables untouched."""
+    import datetime as dt
+
+    from sqlalchemy import func, insert
+
+    from retention.db import empty_table
+
+    engine = engine_for(warehouse_url)
+    schema.metadata.create_all(engine, tables=[schema.churn_scores, schema.churn_fits])
+    scores = schema.churn_scores
+    rows = [{"frequency": f, "recency": f, "age": 10 + f, "customers": 1} for f in range(5)]
+    with engine.begin() as conn:
+        conn.execute(insert(scores), rows)
+        conn.execute(
+            insert(schema.churn_fits).values(
+                night=dt.date(2026, 11, 20), model="bg_nbd", params="{}", customers=5
+            )
+        )
+
+    def count(conn, table=scores) -> int:
+        return conn.execute(select(func.count()).select_from(table)).scalar_one()
+
+    with engine.connect() as conn:
+        transaction = conn.begin()
+        empty_table(conn, scores)
+        assert count(conn) == 0
+        transaction.rollback()
+        assert count(conn) == 5
+    with engine.begin() as conn:
+        empty_table(conn, scores)
+    with engine.connect() as conn:
+        assert count(conn) == 0 and count(conn, schema.churn_fits) == 1
+    engine.dispose()
