@@ -143,12 +143,9 @@ def _plain_jinja2(full: list[tuple[str, dict]], env_for: Callable[[], dict], inl
     def one(i: int) -> None:
         name, context = full[i % len(full)]
         envs = env_for()
-        html = None
-        for part in PARTS:
-            text = envs[part == "html"].get_template(name).render(part=part, **context)
-            html = text if part == "html" else html
+        parts = {part: envs[part == "html"].get_template(name).render(part=part, **context) for part in PARTS}
         if inline is not None:
-            inline(html)
+            inline(parts["html"])
 
     return one
 

@@ -426,7 +426,7 @@ def sweep(warehouse: Engine, policy: DeliveryPolicy, now: dt.datetime) -> dict[s
 
 
 def _settle(
-    warehouse: Engine,
+    warehouse: Engine | Connection,
     outbox_id: int,
     attempts: int,
     policy: DeliveryPolicy,
@@ -434,7 +434,7 @@ def _settle(
     why: str,
 ) -> str:
     box, att = schema.outbox, schema.delivery_attempts
-    with warehouse.begin() as conn:
+    with _transaction(warehouse) as conn:
         began = conn.execute(
             select(att.c.attempt_id).where(
                 att.c.outbox_id == outbox_id, att.c.attempt == attempts, att.c.outcome.is_(None)
@@ -674,23 +674,6 @@ def _claim(
     return rows[0] if rows else None
 
 
-def _release(warehouse: Engine | Connection, rows: Sequence[dict], owner: str) -> int:
-    """Give back claimed rows on which no attempt began: queued again, the claim not counted."""
-    box = schema.outbox
-    with _transaction(warehouse) as conn:
-        return conn.execute(
-            box.update()
-            .where(
-                box.c.outbox_id == bindparam("release_id"),
-                box.c.attempts == bindparam("claimed_attempts"),
-                box.c.lease_owner == owner,
-                box.c.status == "sending",
-            )
-            .values(status="queued", attempts=box.c.attempts - 1, lease_owner=None, lease_expires_at=None),
-            [{"release_id": row["outbox_id"], "claimed_attempts": row["attempts"]} for row in rows],
-        ).rowcount
-
-
 def _begin_attempt(warehouse: Engine | Connection, row: dict, owner: str, now: dt.datetime) -> int | None:
     """The evidence that SMTP is about to begin, committed before the first command; None if the
     row is no longer this sender's claim (its lease expired while it waited in its chunk and the
@@ -842,12 +825,17 @@ def _send_one(batch: _Batch, row: dict) -> str:
 def _give_back(batch: _Batch, rows: Sequence[dict]) -> None:
     """The claimed rows a stopped batch did not get to, queued again at once (if the database
     cannot be reached, the sweep does it when their lease ends)."""
+    ours = schema.outbox.c.lease_owner == batch.owner
     try:
-        released = _release(batch.warehouse, rows, batch.owner)
+        # As the sweep settles a dead sender's claim that no attempt began: queued, claim uncounted.
+        fates = Counter(
+            _settle(batch.warehouse, row["outbox_id"], row["attempts"], batch.policy, ours, "batch stopped")
+            for row in rows
+        )
     except Exception:  # noqa: BLE001 - the batch is already failing; its own error matters
         log.exception("could not give back %d claimed messages; the sweep will queue them again", len(rows))
     else:
-        log.info("gave back %d claimed messages that were not attempted", released)
+        log.info("gave back %d claimed messages that were not attempted", fates["requeued"])
 
 
 def send_batch(

@@ -239,24 +239,7 @@ def test_a_stopped_batch_gives_back_the_claims_it_did_not_attempt(warehouse_url,
     """The server goes away after the first message of a chunk: the rest of the chunk, claimed
     but never attempted, is queued again at once with its claim uncounted, not left to a lease."""
     engine = seed_outbox(warehouse_url, 4)
-    ids = [r["outbox_id"] for r in sorted(rows(engine).values(), key=lambda r: r["customer_id"])]
-    identity = Identity.for_shop(SENDER, SHOP_URL, SECRET)
-
-    def observe(event: str, outbox_id: int) -> None:
-        if event == "sent" and outbox_id == ids[0]:
-            sink.fail(address(2), "DATA-DROP")  # the server dies during the next message ...
-            sink.down()  # ... and stays down
-
-    with pytest.raises(SmtpUnavailable):
-        send_batch(
-            engine,
-            SmtpConfig(host="127.0.0.1", port=sink.port, timeout=5),
-            ids,
-            until=UNTIL,
-            identity=identity,
-            policy=FAST,
-            observer=observe,
-        )
+    _send_until_the_server_dies(engine, sink)
     after = rows(engine)
     assert {cid: r["status"] for cid, r in after.items()} == {
         1: "sent",
@@ -447,10 +430,9 @@ def test_server_down_touches_nothing_and_the_next_run_sends(warehouse_url, sink,
     assert set(sink.by_message_id().values()) == {1} and len(sink.received) == 2
 
 
-def test_server_going_down_mid_batch_stops_the_batch_cleanly(warehouse_url, sink) -> None:
-    engine = seed_outbox(warehouse_url, 3)
-    config = SmtpConfig(host="127.0.0.1", port=sink.port, timeout=5)
-    identity = Identity.for_shop(SENDER, SHOP_URL, SECRET)
+def _send_until_the_server_dies(engine: Engine, sink: FaultySink) -> None:
+    """Send every outbox row in one batch; the server dies during the second message (after the
+    end of DATA was never reached) and stays down, so the batch stops with SmtpUnavailable."""
     ids = [r["outbox_id"] for r in sorted(rows(engine).values(), key=lambda r: r["customer_id"])]
 
     def observe(event: str, outbox_id: int) -> None:
@@ -461,14 +443,19 @@ def test_server_going_down_mid_batch_stops_the_batch_cleanly(warehouse_url, sink
     with pytest.raises(SmtpUnavailable):
         send_batch(
             engine,
-            config,
+            SmtpConfig(host="127.0.0.1", port=sink.port, timeout=5),
             ids,
             until=UNTIL,
-            identity=identity,
+            identity=Identity.for_shop(SENDER, SHOP_URL, SECRET),
             policy=FAST,
             observer=observe,
             clock=FakeClock(),
         )
+
+
+def test_server_going_down_mid_batch_stops_the_batch_cleanly(warehouse_url, sink) -> None:
+    engine = seed_outbox(warehouse_url, 3)
+    _send_until_the_server_dies(engine, sink)
     assert statuses(engine) == {1: "sent", 2: "queued", 3: "queued"}
     assert [a[1] for a in attempts(engine, 2)] == ["retry"] and attempts(engine, 3) == []
 
