@@ -151,21 +151,32 @@ def extract(
         results[name] = _extract_table(
             source_engine, warehouse, name, night, run_id, settings, lower, tombstones
         )
-    _refresh_statistics(warehouse, results)
+    _refresh_statistics(warehouse, results, night)
     return ExtractResult(results)
 
 
-def _refresh_statistics(warehouse: Engine, results: dict[str, TableResult]) -> None:
-    """PostgreSQL: ``vacuum (analyze)`` a staging table that tonight's load changed by more than a tenth.
+def _refresh_statistics(warehouse: Engine, results: dict[str, TableResult], night: Night) -> None:
+    """PostgreSQL: ``vacuum (analyze)`` a staging table that tonight's load changed by more than a
+    tenth, and ``changed_customers`` when tonight's customers are more than a tenth of it.
 
     Measured at 100k customers, the changed customers' order lines were read by scanning all 1M
     of them (0.57 s) where the index serves them, until autovacuum came by (issue #15); at 1M the
     night after the first load paid for the load's first reads (:func:`retention.db.refresh_statistics`).
-    An ordinary night's 1 % leaves the tables as they are. Vacuum runs outside a transaction.
+    Every later stage of a night reads ``changed_customers`` for its scope: on the first night at 1M,
+    with the million customers it had just taken unanalysed, PostgreSQL expected 5,663 of them and
+    read the facts' 4.2M orders and 10.6M lines one index lookup at a time (the facts query 82.5 s;
+    62.3 s once analysed, same warehouse). An ordinary night's 1 % leaves the tables as they are.
+    Vacuum runs outside a transaction.
     """
     if warehouse.dialect.name != "postgresql":
         return
     with warehouse.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        changed = schema.changed_customers
+        tonight = conn.execute(
+            select(func.count()).select_from(changed).where(changed.c.night == night.date)
+        ).scalar_one()
+        if refresh_statistics(conn, changed.name, tonight):
+            log.info("%s: analysed after %d customers tonight", changed.name, tonight)
         for name, result in results.items():
             table = schema.STAGING[name].name
             started = time.monotonic()
