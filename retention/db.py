@@ -9,7 +9,8 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ __all__ = [
     "dialect_insert",
     "copy_in",
     "insert_rows",
+    "planner_settings",
     "refresh_statistics",
 ]
 
@@ -191,6 +193,30 @@ def empty_table(conn: Connection, table: Table) -> None:
         conn.execute(text(f'truncate table "{table.name}"'))
     else:
         conn.execute(table.delete())
+
+
+@contextmanager
+def planner_settings(conn: Connection, **settings: str) -> Iterator[None]:
+    """PostgreSQL: planner settings (``enable_mergejoin="off"``) for the statements inside only,
+    as ``SET LOCAL``; afterwards the transaction's earlier values again. Elsewhere nothing.
+
+    For a statement whose row estimates PostgreSQL cannot make (the rows of a CTE joined to
+    another CTE's) and where a measurement showed the plan it then picks to be the slow one; the
+    caller says which measurement. When the statement fails, the values are left to the rollback
+    that follows (a failed transaction takes no more statements).
+    """
+    if conn.dialect.name != "postgresql" or not settings:
+        yield
+        return
+    earlier = {name: conn.execute(text("select current_setting(:name)"), {"name": name}).scalar_one() for name in settings}
+
+    def apply(values: dict[str, str]) -> None:
+        for name, value in values.items():
+            conn.execute(text("select set_config(:name, :value, true)"), {"name": name, "value": value})
+
+    apply(settings)
+    yield
+    apply(earlier)
 
 
 def insert_rows(conn: Connection, table: Table, names: Sequence[str], rows: Sequence[tuple]) -> int:

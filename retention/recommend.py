@@ -34,7 +34,7 @@ import time
 from sqlalchemy import Connection, func, select, text
 
 from retention import rule_counts, schema
-from retention.db import refresh_statistics
+from retention.db import planner_settings, refresh_statistics
 from retention.night import Night
 from retention.rule_counts import COUNTED_KINDS
 from retention.sqlmodels import materialize
@@ -142,14 +142,19 @@ def build_recommendations(
         schema.changed_customers.c.night == night.date
     )
     scope = None if full_rebuild else recs.c.customer_id.in_(changed)
-    rows = materialize(
-        conn,
-        "marts/recommendations",
-        recs,
-        {"night": night.date, "top_n": int(top_n)},
-        scope,
-        incremental=not full_rebuild,
-    )
+    # The changed customers' candidates (at 1M customers, 2.65M rows for 13.6k customers, where
+    # PostgreSQL expects 724k) minus what each owns: PostgreSQL sorted all of them twice, once to
+    # disk, to merge the two anti-joins, where hashing the owned products (163k rows) serves:
+    # 8.15 -> 5.9 s (issue 15, same warehouse). A full rebuild keeps PostgreSQL's own plan.
+    with planner_settings(conn, **({} if full_rebuild else {"enable_mergejoin": "off"})):
+        rows = materialize(
+            conn,
+            "marts/recommendations",
+            recs,
+            {"night": night.date, "top_n": int(top_n)},
+            scope,
+            incremental=not full_rebuild,
+        )
     refresh_statistics(conn, recs.name, rows)  # the next-purchase occasion reads them next
 
     log.info(

@@ -102,3 +102,45 @@ def test_empty_table_empties_in_the_callers_transaction_and_a_rollback_restores(
     with engine.connect() as conn:
         assert count(conn) == 0 and count(conn, schema.churn_fits) == 1
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_planner_settings_hold_inside_the_block_only(pg_database: str) -> None:
+    """``planner_settings``: the setting inside, the transaction's earlier value after (also one the
+    transaction had set itself), the session's after the commit; a failing statement inside leaves
+    the value to the rollback, which restores the session's."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from retention.db import planner_settings
+
+    engine = engine_for(pg_database)
+
+    def setting(conn, name: str = "enable_mergejoin") -> str:
+        return conn.execute(text("select current_setting(:name)"), {"name": name}).scalar_one()
+
+    with engine.connect() as conn:
+        with conn.begin():
+            conn.execute(text("set local enable_hashjoin = off"))
+            with planner_settings(conn, enable_mergejoin="off", enable_hashjoin="on"):
+                assert (setting(conn), setting(conn, "enable_hashjoin")) == ("off", "on")
+            assert (setting(conn), setting(conn, "enable_hashjoin")) == ("on", "off")
+        assert (setting(conn), setting(conn, "enable_hashjoin")) == ("on", "on")
+        conn.rollback()  # the reads above began a transaction
+        transaction = conn.begin()
+        with pytest.raises(DBAPIError), planner_settings(conn, enable_mergejoin="off"):
+            conn.execute(text("select 1 / 0"))
+        transaction.rollback()
+        assert setting(conn) == "on"
+    engine.dispose()
+
+
+def test_planner_settings_change_nothing_on_sqlite(tmp_path) -> None:
+    from sqlalchemy import text
+
+    from retention.db import planner_settings
+
+    engine = engine_for(f"sqlite:///{tmp_path / 'w.db'}")
+    with engine.begin() as conn, planner_settings(conn, enable_mergejoin="off"):
+        assert conn.execute(text("select 1")).scalar_one() == 1
+    engine.dispose()
