@@ -60,7 +60,6 @@ class _Counted:
     entity: str  # what the total counts: customers or baskets
     pair_on: str  # when rows ``a`` and ``b`` (of one customer or basket) make the pair a -> b
     old_rows: str  # the rows counted last time for the customers in tmp_rule_customers
-    forget_old: str  # deletes those rows (once they are in tmp_rule_old)
     new_scope: str  # the rows from staging that replace them
 
 
@@ -78,7 +77,6 @@ SEQUENCE = _Counted(
         "select customer_id, product_id, first_at from rule_first_purchases"
         " where customer_id in (select customer_id from tmp_rule_customers)"
     ),
-    forget_old="delete from rule_first_purchases where customer_id in (select customer_id from tmp_rule_customers)",
     new_scope="and orders.customer_id in (select customer_id from tmp_rule_customers)",
 )
 
@@ -100,8 +98,6 @@ BASKET = _Counted(
         " inner join rule_basket_items as counted on counted.order_id = orders.order_id"
         " where orders.customer_id in (select customer_id from tmp_rule_customers)"
     ),
-    # an order's rows were counted under one customer: all of them are in tmp_rule_old
-    forget_old="delete from rule_basket_items where order_id in (select order_id from tmp_rule_old)",
     # (the extract records an order's new customer, so a moved basket's new owner is among them)
     new_scope="and orders.customer_id in (select customer_id from tmp_rule_customers)",
 )
@@ -292,18 +288,38 @@ def _apply(conn: Connection, customers: str, params: dict, *, recount: bool) -> 
             f"select {kind} as kind, product_id, 1 as n from tmp_rule_new",
         )
         _add_total(conn, counted.kind, counted.entity, "tmp_rule_old", "tmp_rule_new")
-        conn.execute(text(counted.forget_old))
-        conn.execute(
-            text(
-                f"insert into {counted.table} ({counted.columns}) select {counted.columns} from tmp_rule_new"
-            )
-        )
+        _replace(conn, counted)
         conn.execute(text("drop table tmp_rule_old"))
         conn.execute(text("drop table tmp_rule_new"))
     if recount:
         _remember_catalogue(conn)
     _drop_temporary(conn)
     return how_many
+
+
+def _replace(conn: Connection, counted: _Counted) -> None:
+    """The kept rows of the customers in scope become ``tmp_rule_new``; they were ``tmp_rule_old``,
+    every row of the table for those customers and their orders (an order's rows were counted
+    under one customer, so a moved order's rows are all there).
+
+    Only the rows that differ are written: most of a changed customer's rows are as counted last
+    time. At 1M customers a night's 13.6k changed customers hold 198k basket rows, 30k of them
+    new; deleting and inserting all of them again took 4.0-4.2 s, the difference 0.46 s (issue 15).
+    Deleted first: a row that moved to another customer keeps its key.
+    """
+    columns = counted.columns
+    conn.execute(
+        text(
+            f"delete from {counted.table} where ({columns}) in"
+            f" (select {columns} from tmp_rule_old except select {columns} from tmp_rule_new)"
+        )
+    )
+    conn.execute(
+        text(
+            f"insert into {counted.table} ({columns})"
+            f" select {columns} from tmp_rule_new except select {columns} from tmp_rule_old"
+        )
+    )
 
 
 def _pairs(source: str, counted: _Counted, sign: int) -> str:
