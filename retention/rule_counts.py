@@ -111,6 +111,7 @@ _TEMPORARY = (
     "tmp_rule_customers",
     "tmp_rule_old",
     "tmp_rule_new",
+    "tmp_rule_changed",
     "tmp_cat_customers",
     "tmp_cat_old",
     "tmp_cat_new",
@@ -269,6 +270,7 @@ def _apply(conn: Connection, customers: str, params: dict, *, recount: bool) -> 
         conn.execute(text(f"create temporary table tmp_rule_old as {counted.old_rows}"))
         new_rows = counted.rows.format(scope=counted.new_scope if recount else "and 1 = 0")
         conn.execute(text(f"create temporary table tmp_rule_new as {new_rows}"))
+        _changed_only(conn, counted.columns, counted.entity)
         # Both tables hold a handful of rows per customer; the sums below touch only their pairs.
         kind = f"'{counted.kind}'"
         _add(
@@ -295,6 +297,30 @@ def _apply(conn: Connection, customers: str, params: dict, *, recount: bool) -> 
         _remember_catalogue(conn)
     _drop_temporary(conn)
     return how_many
+
+
+def _changed_only(
+    conn: Connection, columns: str, entity: str, old: str = "tmp_rule_old", new: str = "tmp_rule_new"
+) -> None:
+    """Leave in the tables ``old`` and ``new`` only the customers (baskets) whose rows differ.
+
+    A customer or basket with the same rows before and after adds to every count exactly what it
+    subtracts (its pairs, its products, itself in the total), and its kept rows stay as they are.
+    Most of a night's changed customers bought nothing that changes their first purchases, and
+    most of their baskets are old ones.
+    """
+    conn.execute(
+        text(
+            f"create temporary table tmp_rule_changed as"
+            f" select {entity} from (select {columns} from {old} except select {columns} from {new}) as gone"
+            f" union select {entity} from (select {columns} from {new} except select {columns} from {old}) as added"
+        )
+    )
+    for table in (old, new):
+        conn.execute(
+            text(f"delete from {table} where {entity} not in (select {entity} from tmp_rule_changed)")
+        )
+    conn.execute(text("drop table tmp_rule_changed"))
 
 
 def _replace(conn: Connection, counted: _Counted) -> None:
@@ -364,6 +390,10 @@ def _category(conn: Connection, how: str) -> None:
             " inner join stg_products as products on products.product_id = bought.product_id"
         )
     )
+    if how != "rebuild":  # (a rebuild has nothing old: everyone is new)
+        _changed_only(
+            conn, "customer_id, product_id, first_at, category", "customer_id", "tmp_cat_old", "tmp_cat_new"
+        )
     for side in ("old", "new"):
         conn.execute(
             text(
