@@ -157,16 +157,20 @@ def extract(
 
 def _refresh_statistics(warehouse: Engine, results: dict[str, TableResult], night: Night) -> None:
     """PostgreSQL: ``vacuum (analyze)`` a staging table that tonight's load changed by more than a
-    tenth, and ``changed_customers`` when tonight's customers are more than a tenth of it.
+    tenth; ``analyze`` the changed customers every night that has some.
 
     Measured at 100k customers, the changed customers' order lines were read by scanning all 1M
     of them (0.57 s) where the index serves them, until autovacuum came by (issue #15); at 1M the
     night after the first load paid for the load's first reads (:func:`retention.db.refresh_statistics`).
-    Every later stage of a night reads ``changed_customers`` for its scope: on the first night at 1M,
-    with the million customers it had just taken unanalysed, PostgreSQL expected 5,663 of them and
-    read the facts' 4.2M orders and 10.6M lines one index lookup at a time (the facts query 82.5 s;
-    62.3 s once analysed, same warehouse). An ordinary night's 1 % leaves the tables as they are.
-    Vacuum runs outside a transaction.
+    An ordinary night's 1 % leaves the staging tables as they are.
+
+    Every later stage of a night takes its scope from ``changed_customers`` for the night, a value
+    the table's statistics have never seen. Unanalysed after the first night at 1M, PostgreSQL
+    expected 5,663 of the million and read the facts' 4.2M orders and 10.6M lines one index lookup
+    at a time (the facts query 82.5 s; 62.3 s analysed, same warehouse). Analysed only then, the
+    next night's value was unknown to the statistics (the first night's was all of them): estimated
+    at one row, and the facts of 1,373 customers at 100k took 6.8 s instead of 0.2 s. So every
+    night: sampling 30,000 rows, well under a second at any size. Vacuum runs outside a transaction.
     """
     if warehouse.dialect.name != "postgresql":
         return
@@ -175,8 +179,10 @@ def _refresh_statistics(warehouse: Engine, results: dict[str, TableResult], nigh
         tonight = conn.execute(
             select(func.count()).select_from(changed).where(changed.c.night == night.date)
         ).scalar_one()
-        if refresh_statistics(conn, changed.name, tonight):
-            log.info("%s: analysed after %d customers tonight", changed.name, tonight)
+        if tonight:
+            started = time.monotonic()
+            conn.execute(text(f"analyze {changed.name}"))
+            log.info("%s: analysed (%d tonight) in %.2f s", changed.name, tonight, time.monotonic() - started)
         for name, result in results.items():
             table = schema.STAGING[name].name
             started = time.monotonic()

@@ -90,3 +90,40 @@ def test_a_first_night_analyses_staging_and_an_ordinary_night_does_not(tmp_path,
     # The snapshot took a second night's rows (more than a tenth of it): analysed again.
     assert now["segment_snapshots"] > 1.1 * first["segment_snapshots"]
     assert _estimates(engine)["segment_snapshots"] == float(now["segment_snapshots"])
+
+
+def _estimated_changed(engine, night: dt.date) -> tuple[float, int]:
+    """PostgreSQL's row estimate for the night's changed customers, and their count."""
+    with engine.connect() as conn:
+        plan = conn.execute(
+            text("explain (format json) select customer_id from changed_customers where night = :night"),
+            {"night": night},
+        ).scalar_one()
+        actual = conn.execute(
+            select(func.count())
+            .select_from(schema.changed_customers)
+            .where(schema.changed_customers.c.night == night)
+        ).scalar_one()
+    return plan[0]["Plan"]["Plan Rows"], actual
+
+
+@pytest.mark.postgres
+def test_every_night_the_planner_knows_how_many_customers_changed(tmp_path, pg_database) -> None:
+    """The later stages take their scope from the night's changed customers, a value the statistics
+    have not seen: analysed only after the first night, the next night's few were estimated at one
+    row (at 100k the facts then took 6.8 s instead of 0.2). Here a first night of 300 customers and
+    nights that change a handful, far under a tenth of the table."""
+    settings = shop_settings(tmp_path, pg_database)
+    shop = _RandomShop(settings, 23)
+    engine = warehouse_engine(settings.warehouse)
+    shop.day(START, new_customers=300, new_orders=600)
+    run_night(settings, night_for_date(START, settings.time_zone), "n0")
+    estimate, actual = _estimated_changed(engine, START)
+    assert actual >= 300 and actual / 2 <= estimate <= actual * 2
+    for k in (1, 2):
+        day = START + dt.timedelta(days=k)
+        shop.day(day, new_customers=2, new_orders=6)
+        run_night(settings, night_for_date(day, settings.time_zone), f"n{k}")
+        estimate, actual = _estimated_changed(engine, day)
+        assert 0 < actual < 30, actual  # under a tenth of the table: no reason but tonight's to analyse
+        assert actual / 3 <= estimate <= actual * 3, (day, estimate, actual)
