@@ -111,7 +111,8 @@ _TEMPORARY = (
     "tmp_rule_customers",
     "tmp_rule_old",
     "tmp_rule_new",
-    "tmp_rule_changed",
+    "tmp_rule_gone",
+    "tmp_rule_added",
     "tmp_cat_customers",
     "tmp_cat_old",
     "tmp_cat_new",
@@ -291,6 +292,7 @@ def _apply(conn: Connection, customers: str, params: dict, *, recount: bool) -> 
         )
         _add_total(conn, counted.kind, counted.entity, "tmp_rule_old", "tmp_rule_new")
         _replace(conn, counted)
+        _drop_differences(conn)
         conn.execute(text("drop table tmp_rule_old"))
         conn.execute(text("drop table tmp_rule_new"))
     if recount:
@@ -302,7 +304,9 @@ def _apply(conn: Connection, customers: str, params: dict, *, recount: bool) -> 
 def _changed_only(
     conn: Connection, columns: str, entity: str, old: str = "tmp_rule_old", new: str = "tmp_rule_new"
 ) -> None:
-    """Leave in the tables ``old`` and ``new`` only the customers (baskets) whose rows differ.
+    """The rows that differ, once: ``tmp_rule_gone`` (``old`` except ``new``) and ``tmp_rule_added``
+    (``new`` except ``old``); then leave in ``old`` and ``new`` only the customers (baskets) that
+    have such a row.
 
     A customer or basket with the same rows before and after adds to every count exactly what it
     subtracts (its pairs, its products, itself in the total), and its kept rows stay as they are.
@@ -311,16 +315,17 @@ def _changed_only(
     """
     conn.execute(
         text(
-            f"create temporary table tmp_rule_changed as"
-            f" select {entity} from (select {columns} from {old} except select {columns} from {new}) as gone"
-            f" union select {entity} from (select {columns} from {new} except select {columns} from {old}) as added"
+            f"create temporary table tmp_rule_gone as select {columns} from {old} except select {columns} from {new}"
         )
     )
-    for table in (old, new):
-        conn.execute(
-            text(f"delete from {table} where {entity} not in (select {entity} from tmp_rule_changed)")
+    conn.execute(
+        text(
+            f"create temporary table tmp_rule_added as select {columns} from {new} except select {columns} from {old}"
         )
-    conn.execute(text("drop table tmp_rule_changed"))
+    )
+    changed = f"select {entity} from tmp_rule_gone union select {entity} from tmp_rule_added"
+    for table in (old, new):
+        conn.execute(text(f"delete from {table} where {entity} not in ({changed})"))
 
 
 def _replace(conn: Connection, counted: _Counted) -> None:
@@ -328,24 +333,21 @@ def _replace(conn: Connection, counted: _Counted) -> None:
     every row of the table for those customers and their orders (an order's rows were counted
     under one customer, so a moved order's rows are all there).
 
-    Only the rows that differ are written: most of a changed customer's rows are as counted last
-    time. At 1M customers a night's 13.6k changed customers hold 198k basket rows, 30k of them
-    new; deleting and inserting all of them again took 4.0-4.2 s, the difference 0.46 s (issue 15).
-    Deleted first: a row that moved to another customer keeps its key.
+    Only the rows that differ (:func:`_changed_only`) are written: most of a changed customer's
+    rows are as counted last time. At 1M customers a night's 13.6k changed customers hold 198k
+    basket rows, 30k of them new; deleting and inserting all of them again took 4.0-4.2 s, the
+    difference 0.46 s (issue 15). Deleted first: a row that moved to another customer keeps its key.
     """
     columns = counted.columns
     conn.execute(
-        text(
-            f"delete from {counted.table} where ({columns}) in"
-            f" (select {columns} from tmp_rule_old except select {columns} from tmp_rule_new)"
-        )
+        text(f"delete from {counted.table} where ({columns}) in (select {columns} from tmp_rule_gone)")
     )
-    conn.execute(
-        text(
-            f"insert into {counted.table} ({columns})"
-            f" select {columns} from tmp_rule_new except select {columns} from tmp_rule_old"
-        )
-    )
+    conn.execute(text(f"insert into {counted.table} ({columns}) select {columns} from tmp_rule_added"))
+
+
+def _drop_differences(conn: Connection) -> None:
+    conn.execute(text("drop table tmp_rule_gone"))
+    conn.execute(text("drop table tmp_rule_added"))
 
 
 def _pairs(source: str, counted: _Counted, sign: int) -> str:
@@ -394,6 +396,7 @@ def _category(conn: Connection, how: str) -> None:
         _changed_only(
             conn, "customer_id, product_id, first_at, category", "customer_id", "tmp_cat_old", "tmp_cat_new"
         )
+        _drop_differences(conn)
     for side in ("old", "new"):
         conn.execute(
             text(
