@@ -40,6 +40,19 @@ cast(julianday(date({{ end }})) - julianday(date({{ start }})) as integer)
 {%- if dialect == "postgresql" and inline -%}not materialized{%- endif -%}
 {%- endmacro %}
 
+{#- Money summed as whole cents, and back. Inputs have at most two decimals (Money, checked by the
+    extract), so on PostgreSQL an amount times 100 is an integer and sums of bigint are exact, as
+    the numeric sums were, and cheaper: at 1M customers the facts' numeric sums of 10.6M lines needed
+    about 2 KB of hash table per customer and spilled to disk (issue 15). SQLite keeps its
+    amounts as they are (a float times 100 is not always a whole number there). -#}
+{% macro cents(amount) -%}
+{%- if dialect == "postgresql" -%}cast(({{ amount }}) * 100 as bigint){%- else -%}{{ amount }}{%- endif -%}
+{%- endmacro %}
+
+{% macro from_cents(cents) -%}
+{%- if dialect == "postgresql" -%}({{ cents }}) / 100.0{%- else -%}{{ cents }}{%- endif -%}
+{%- endmacro %}
+
 {#- Restrict a model to the customers changed in this night, unless it is a full rebuild. -#}
 {% macro changed_only(column) -%}
 {%- if incremental -%}
