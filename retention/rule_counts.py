@@ -37,6 +37,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, text
 
+from retention import schema
+from retention.db import empty_table, planner_settings
+
 __all__ = ["COUNTED_KINDS", "forget", "rebuild", "refresh"]
 
 log = logging.getLogger(__name__)
@@ -183,20 +186,26 @@ def rebuild(conn: Connection) -> dict[str, int]:
     kept = {}
     conn.execute(text("delete from rule_totals"))
     for counted in COUNTED:
-        conn.execute(text(f"delete from {counted.table}"))
+        # emptied without dead rows for the insert below to wade through (only this module reads
+        # the counts, under _serialise's lock)
+        empty_table(conn, schema.metadata.tables[counted.table])
         conn.execute(text(f"insert into {counted.table} ({counted.columns}) {counted.rows.format(scope='')}"))
         conn.execute(text(f"analyze {counted.table}"))  # fresh statistics for the self-join below
         kind = f"'{counted.kind}'"
         for table in ("rule_pair_counts", "rule_item_counts"):
             conn.execute(text(f"delete from {table} where kind = {kind}"))
-        conn.execute(
-            text(
-                "insert into rule_pair_counts (kind, antecedent_product_id, consequent_product_id, pairs)"
-                f" select {kind}, a.product_id, b.product_id, count(*)"
-                f" from {counted.table} as a inner join {counted.table} as b on {counted.pair_on}"
-                " group by a.product_id, b.product_id"
+        # Every holder's rows against each other: PostgreSQL chose a nested loop over the primary
+        # key for the customers' first purchases, one index scan per row (834k at 100k customers),
+        # where joining the whole table to itself at once serves: 14.8 -> 4.1 s (issue 15).
+        with planner_settings(conn, enable_nestloop="off"):
+            conn.execute(
+                text(
+                    "insert into rule_pair_counts (kind, antecedent_product_id, consequent_product_id, pairs)"
+                    f" select {kind}, a.product_id, b.product_id, count(*)"
+                    f" from {counted.table} as a inner join {counted.table} as b on {counted.pair_on}"
+                    " group by a.product_id, b.product_id"
+                )
             )
-        )
         conn.execute(
             text(
                 "insert into rule_item_counts (kind, product_id, holders)"
