@@ -37,7 +37,7 @@ from retention import rule_counts, schema
 from retention.db import planner_settings, refresh_statistics
 from retention.night import Night
 from retention.rule_counts import COUNTED_KINDS
-from retention.sqlmodels import insert_model, materialize
+from retention.sqlmodels import materialize
 
 __all__ = ["KINDS", "RULE_KIND_FOR", "build_rules", "build_recommendations"]
 
@@ -104,66 +104,6 @@ def build_rules(
     return counts
 
 
-#: A full rebuild scores this many customers a statement. In one statement, PostgreSQL sorted every
-#: customer's candidates at once (12.6M rows at 100k customers, 818 MB on disk, twice); a slice's
-#: sorts stay in memory, and each slice costs the same at any size (issue 15: 37.8 -> 31.1 s for
-#: the scoring at 100k, the same rows).
-REBUILD_CHUNK = 10_000
-
-
-def _hashing(conn: Connection):
-    """Planner settings for scoring a set of customers' candidates (the changed ones, or a slice).
-
-    The candidates (at 1M customers, 2.65M rows for 13.6k changed customers, where PostgreSQL
-    expects 724k) minus what each owns: PostgreSQL sorted all of them twice, once to disk, to merge
-    the two anti-joins, where hashing the owned products (163k rows) serves: 8.15 -> 5.9 s (issue
-    15, same warehouse).
-    """
-    return planner_settings(conn, enable_mergejoin="off")
-
-
-def _score_everyone(conn: Connection, params: dict, chunk: int) -> int:
-    """Every customer's recommendations again, ``chunk`` customers (in id order) a statement.
-
-    All rows go first, so a customer who no longer has a placed order keeps none; the slices then
-    only insert (deleting each slice's rows as well would scan the emptied table once a slice).
-    Each slice is listed in a temporary table that the model reads instead of the night's changed
-    customers.
-    """
-    if chunk < 1:
-        raise ValueError(f"rebuild_chunk must be at least 1, not {chunk}")
-    recs = schema.recommendations
-    conn.execute(recs.delete())
-    conn.execute(text("drop table if exists tmp_rec_scope"))
-    conn.execute(text("create temporary table tmp_rec_scope (customer_id bigint primary key)"))
-    started, written, customers, after = time.monotonic(), 0, 0, None
-    buyers = "select distinct customer_id from stg_orders where status = 'placed'"
-    while True:
-        conn.execute(text("delete from tmp_rec_scope"))
-        bound = "" if after is None else " and customer_id > :after"
-        sliced = conn.execute(
-            text(f"insert into tmp_rec_scope (customer_id) {buyers}{bound} order by customer_id limit :chunk"),
-            {"after": after, "chunk": chunk},
-        ).rowcount
-        if not sliced:
-            break
-        conn.execute(text("analyze tmp_rec_scope"))  # a fresh table's guess is no rows
-        after = conn.execute(text("select max(customer_id) from tmp_rec_scope")).scalar_one()
-        with _hashing(conn):
-            written += insert_model(
-                conn, "marts/recommendations", recs, params, incremental=True, scope_table="tmp_rec_scope"
-            )
-        customers += sliced
-        log.info(
-            "recommendations (full): %d customers scored, %d rows, %.1f s",
-            customers,
-            written,
-            time.monotonic() - started,
-        )
-    conn.execute(text("drop table tmp_rec_scope"))
-    return written
-
-
 def build_recommendations(
     conn: Connection,
     night: Night,
@@ -172,7 +112,6 @@ def build_recommendations(
     min_pairs: int = 3,
     min_confidence: float = 0.05,
     top_n: int = 3,
-    rebuild_chunk: int = REBUILD_CHUNK,
 ) -> dict:
     """Rebuild the product rules, then the recommendations of the night's changed customers.
 
@@ -181,8 +120,6 @@ def build_recommendations(
     when they no longer get any). Unchanged customers keep the rows of the night that
     last computed them, i.e. scores from that night's rules, until they change or a
     full rebuild runs. Runs in the caller's transaction.
-
-    A full rebuild scores ``rebuild_chunk`` customers a statement (:data:`REBUILD_CHUNK`).
 
     Returns counts: ``rules`` per kind, ``customers`` and ``rows`` written (per kind in
     ``rows_by_kind``), and ``mode``.
@@ -201,17 +138,23 @@ def build_recommendations(
     started = time.monotonic()
 
     recs = schema.recommendations
-    params = {"night": night.date, "top_n": int(top_n)}
-    if full_rebuild:
-        scope = None
-        rows = _score_everyone(conn, params, rebuild_chunk)
-    else:
-        changed = select(schema.changed_customers.c.customer_id).where(
-            schema.changed_customers.c.night == night.date
+    changed = select(schema.changed_customers.c.customer_id).where(
+        schema.changed_customers.c.night == night.date
+    )
+    scope = None if full_rebuild else recs.c.customer_id.in_(changed)
+    # The changed customers' candidates (at 1M customers, 2.65M rows for 13.6k customers, where
+    # PostgreSQL expects 724k) minus what each owns: PostgreSQL sorted all of them twice, once to
+    # disk, to merge the two anti-joins, where hashing the owned products (163k rows) serves:
+    # 8.15 -> 5.9 s (issue 15, same warehouse). A full rebuild keeps PostgreSQL's own plan.
+    with planner_settings(conn, **({} if full_rebuild else {"enable_mergejoin": "off"})):
+        rows = materialize(
+            conn,
+            "marts/recommendations",
+            recs,
+            {"night": night.date, "top_n": int(top_n)},
+            scope,
+            incremental=not full_rebuild,
         )
-        scope = recs.c.customer_id.in_(changed)
-        with _hashing(conn):
-            rows = materialize(conn, "marts/recommendations", recs, params, scope, incremental=True)
     refresh_statistics(conn, recs.name, rows)  # the next-purchase occasion reads them next
 
     log.info(

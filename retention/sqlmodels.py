@@ -18,7 +18,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from retention.resources import sql_folder
 
-__all__ = ["SQL_DIR", "render", "select_model", "materialize", "insert_model", "bind_dates"]
+__all__ = ["SQL_DIR", "render", "select_model", "materialize", "bind_dates"]
 
 #: The models ship inside the package (``retention._sql``, mapped from the repository's ``sql/``).
 SQL_DIR = sql_folder()
@@ -86,14 +86,9 @@ def materialize(
 
     Returns the number of rows inserted. The caller's transaction makes the swap atomic.
     """
-    delete = target.delete() if scope is None else target.delete().where(scope)
-    conn.execute(delete)
-    return insert_model(conn, model, target, params, **flags)
-
-
-def insert_model(conn: Connection, model: str, target: Table, params: dict, **flags: object) -> int:
-    """Add the model's rows to ``target`` (deleting nothing); returns the number inserted."""
     sql = render(model, conn.dialect.name, **flags)
     columns = ", ".join(c.name for c in target.columns)
+    delete = target.delete() if scope is None else target.delete().where(scope)
+    conn.execute(delete)
     insert = f"insert into {target.name} ({columns}) select {columns} from ({sql}) as model"
     return conn.execute(text(insert), bind_dates(conn, params)).rowcount

@@ -53,12 +53,9 @@ cast(julianday(date({{ end }})) - julianday(date({{ start }})) as integer)
 {%- if dialect == "postgresql" -%}({{ cents }}) / 100.0{%- else -%}{{ cents }}{%- endif -%}
 {%- endmacro %}
 
-{#- Restrict a model to the customers changed in this night, unless it is a full rebuild; with the
-    flag scope_table, to the customers listed in that table (a full rebuild done a slice at a time). -#}
+{#- Restrict a model to the customers changed in this night, unless it is a full rebuild. -#}
 {% macro changed_only(column) -%}
-{%- if scope_table | default(none) -%}
-and {{ column }} in (select customer_id from {{ scope_table }})
-{%- elif incremental -%}
+{%- if incremental -%}
 and {{ column }} in (select customer_id from changed_customers where night = {{ as_date("night") }})
 {%- endif -%}
 {%- endmacro %}

@@ -28,9 +28,9 @@ from decimal import Decimal
 from fractions import Fraction
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
-from retention import schema, source
+from retention import schema
 from retention.night import Night, night_for_date
 from retention.pipeline import stage_extract, stage_facts, stage_migrate, warehouse_engine
 from retention.recommend import build_recommendations
@@ -295,32 +295,6 @@ def test_equal_scores_rank_by_product_id(settings) -> None:
     assert _recommendations(settings) == expected
     _build(settings, night, min_pairs=2, top_n=1)
     assert _recommendations(settings) == expected[:5]
-
-
-def test_full_rebuild_in_slices_gives_the_rows_of_one_statement(settings) -> None:
-    """A full rebuild scores customers a slice at a time (issue 15): any slice size, the same rows;
-    a customer whose orders are all cancelled since keeps none."""
-    shop = Shop(settings.source)
-    _garden_and_office(shop)
-    first = _stage(settings, NIGHT, "n1")
-    _build(settings, first, min_pairs=2)
-    assert 4 in {r[0] for r in _recommendations(settings)}
-    with shop.engine.begin() as conn:  # c4's only order with a kept line is cancelled
-        conn.execute(
-            update(source.orders)
-            .where(source.orders.c.order_id == 41)
-            .values(status="cancelled", updated_at=IN_NEXT_WINDOW)
-        )
-    second = _stage(settings, NEXT_NIGHT, "n2")
-    results = {}
-    for chunk in (1, 2, 5, 10_000):
-        counts = _build(settings, second, min_pairs=2, full_rebuild=True, rebuild_chunk=chunk)
-        results[chunk] = _recommendations(settings)
-        assert counts["rows"] == len(results[chunk]) == sum(counts["rows_by_kind"].values())
-    assert results[1] == results[2] == results[5] == results[10_000]
-    assert {r[0] for r in results[1]} == {3, 5}  # c4 has no kept line left; c1, c2 and c6 own the rest
-    with pytest.raises(ValueError, match="rebuild_chunk"):
-        _build(settings, second, full_rebuild=True, rebuild_chunk=0)
 
 
 def test_incremental_night_recomputes_changed_customers_like_a_full_rebuild(settings) -> None:
