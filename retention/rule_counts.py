@@ -194,18 +194,29 @@ def rebuild(conn: Connection) -> dict[str, int]:
         kind = f"'{counted.kind}'"
         for table in ("rule_pair_counts", "rule_item_counts"):
             conn.execute(text(f"delete from {table} where kind = {kind}"))
-        # Every holder's rows against each other: PostgreSQL chose a nested loop over the primary
+        # Every holder's rows against each other. PostgreSQL chose a nested loop over the primary
         # key for the customers' first purchases, one index scan per row (834k at 100k customers),
-        # where joining the whole table to itself at once serves: 14.8 -> 4.1 s (issue 15).
+        # where joining the whole table to itself at once serves: 14.8 -> 4.1 s (issue 15). Counted
+        # into a temporary table first: PostgreSQL runs a CREATE TABLE AS in parallel workers,
+        # never an INSERT ... SELECT (54M pairs at 1M customers: 71 -> 37 s on two cores).
+        conn.execute(text("drop table if exists tmp_rule_pairs"))
         with planner_settings(conn, enable_nestloop="off"):
             conn.execute(
                 text(
-                    "insert into rule_pair_counts (kind, antecedent_product_id, consequent_product_id, pairs)"
-                    f" select {kind}, a.product_id, b.product_id, count(*)"
+                    "create temporary table tmp_rule_pairs as"
+                    " select a.product_id as antecedent_product_id, b.product_id as consequent_product_id,"
+                    " count(*) as pairs"
                     f" from {counted.table} as a inner join {counted.table} as b on {counted.pair_on}"
                     " group by a.product_id, b.product_id"
                 )
             )
+        conn.execute(
+            text(
+                "insert into rule_pair_counts (kind, antecedent_product_id, consequent_product_id, pairs)"
+                f" select {kind}, antecedent_product_id, consequent_product_id, pairs from tmp_rule_pairs"
+            )
+        )
+        conn.execute(text("drop table tmp_rule_pairs"))
         conn.execute(
             text(
                 "insert into rule_item_counts (kind, product_id, holders)"
