@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Table, text
 
 from retention import schema
 from retention.db import empty_table, planner_settings
@@ -181,15 +181,31 @@ def is_built(conn: Connection) -> bool:
     return kinds >= set(COUNTED_KINDS)
 
 
+def _load(conn: Connection, table: Table, columns: str, rows: str) -> None:
+    """Replace every row of ``table`` with ``rows``: emptied, filled in the order of its primary
+    key, its other indexes built afterwards in one sort each.
+
+    Emptied without dead rows for the insert to wade through (only this module reads the counts,
+    under :func:`_serialise`'s lock). Rows in key order append to the primary key's index, and an
+    index built once is cheaper than one kept up to date row by row in random order: the 1.0M
+    basket rows at 100k customers 5.0-5.4 s -> 2.0-2.4 s (issue 15).
+    """
+    empty_table(conn, table)
+    later = list(table.indexes)
+    for index in later:
+        index.drop(conn)
+    key = ", ".join(column.name for column in table.primary_key.columns)
+    conn.execute(text(f"insert into {table.name} ({columns}) select {columns} from ({rows}) as rows order by {key}"))
+    for index in later:
+        index.create(conn)
+
+
 def rebuild(conn: Connection) -> dict[str, int]:
     """Count everything from staging again; return the rows kept per kind."""
     kept = {}
     conn.execute(text("delete from rule_totals"))
     for counted in COUNTED:
-        # emptied without dead rows for the insert below to wade through (only this module reads
-        # the counts, under _serialise's lock)
-        empty_table(conn, schema.metadata.tables[counted.table])
-        conn.execute(text(f"insert into {counted.table} ({counted.columns}) {counted.rows.format(scope='')}"))
+        _load(conn, schema.metadata.tables[counted.table], counted.columns, counted.rows.format(scope=""))
         conn.execute(text(f"analyze {counted.table}"))  # fresh statistics for the self-join below
         kind = f"'{counted.kind}'"
         for table in ("rule_pair_counts", "rule_item_counts"):

@@ -28,7 +28,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, inspect, select
 
 from retention import schema
 from retention.night import Night, night_for_date
@@ -295,6 +295,19 @@ def test_equal_scores_rank_by_product_id(settings) -> None:
     assert _recommendations(settings) == expected
     _build(settings, night, min_pairs=2, top_n=1)
     assert _recommendations(settings) == expected[:5]
+
+
+def test_full_rebuild_leaves_the_counted_rows_indexed(settings, garden) -> None:
+    """A full rebuild loads the counted rows with their secondary indexes dropped and built again
+    afterwards (issue 15): the indexes are there, as the migrations made them, and serve."""
+    _build(settings, garden, min_pairs=2, full_rebuild=True)
+    engine = warehouse_engine(settings.warehouse)
+    for table in ("rule_first_purchases", "rule_basket_items"):
+        made = {index.name for index in schema.metadata.tables[table].indexes}
+        assert made and made <= {ix["name"] for ix in inspect(engine).get_indexes(table)}, table
+    with engine.connect() as conn:
+        baskets = conn.execute(select(func.count()).select_from(schema.rule_basket_items)).scalar_one()
+    assert baskets > 0
 
 
 def test_incremental_night_recomputes_changed_customers_like_a_full_rebuild(settings) -> None:
