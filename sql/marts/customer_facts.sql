@@ -41,7 +41,7 @@ placed as (
 
 -- the customer's first order day: lines of later days are repeat transactions. Grouped and
 -- joined back, not a window over the orders: PostgreSQL fed that window from the customer index,
--- 4.2M random heap reads at 1M customers (issue 15: 13 of the first night's 80 s; now 10.6)
+-- 4.2M random heap reads at 1M customers (issue 15: about 13 s of the first night's facts)
 first_days as (
     select customer_id, min({{ day_of("ordered_at") }}) as first_day
     from placed
