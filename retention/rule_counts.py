@@ -121,6 +121,7 @@ _TEMPORARY = (
     "tmp_cat_new",
     "tmp_cat_old_firsts",
     "tmp_cat_new_firsts",
+    "tmp_rule_pairs",
 )
 
 # Products whose category is not the one counted last time: new, re-categorised or gone.
@@ -195,7 +196,7 @@ def _load(conn: Connection, table: Table, columns: str, rows: str) -> None:
     for index in later:
         index.drop(conn)
     key = ", ".join(column.name for column in table.primary_key.columns)
-    conn.execute(text(f"insert into {table.name} ({columns}) select {columns} from ({rows}) as rows order by {key}"))
+    conn.execute(text(f"insert into {table.name} ({columns}) select {columns} from ({rows}) as loaded order by {key}"))
     for index in later:
         index.create(conn)
 
@@ -203,6 +204,7 @@ def _load(conn: Connection, table: Table, columns: str, rows: str) -> None:
 def rebuild(conn: Connection) -> dict[str, int]:
     """Count everything from staging again; return the rows kept per kind."""
     kept = {}
+    _drop_temporary(conn)
     conn.execute(text("delete from rule_totals"))
     for counted in COUNTED:
         _load(conn, schema.metadata.tables[counted.table], counted.columns, counted.rows.format(scope=""))
@@ -215,7 +217,6 @@ def rebuild(conn: Connection) -> dict[str, int]:
         # where joining the whole table to itself at once serves: 14.8 -> 4.1 s (issue 15). Counted
         # into a temporary table first: PostgreSQL runs a CREATE TABLE AS in parallel workers,
         # never an INSERT ... SELECT (54M pairs at 1M customers: 71 -> 37 s on two cores).
-        conn.execute(text("drop table if exists tmp_rule_pairs"))
         with planner_settings(conn, enable_nestloop="off"):
             conn.execute(
                 text(
